@@ -109,7 +109,8 @@ def _fold_tags(tags: list[tuple[str, str]]) -> str:
         if tag == "b":
             # b= on its own folded lines so the header can be rebuilt without re-folding.
             chunks = [value[i : i + 70] for i in range(0, len(value), 70)] or [""]
-            lines.append(line) if line else None
+            if line:
+                lines.append(line)
             line = "\t b=" + "\r\n\t ".join(chunks)
             continue
         line += piece
