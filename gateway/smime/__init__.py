@@ -1,0 +1,53 @@
+"""S/MIME transforms (RFC 8551) as pure functions on message bytes.
+
+Outbound: :func:`sign`, :func:`encrypt`, :func:`sign_then_encrypt`.
+Inbound: :func:`decrypt`, :func:`verify`, :func:`add_signature_header`,
+:func:`strip_signature_headers`, :func:`smime_kind`.
+All failures are :class:`SmimeError` subclasses (or ``cmc``/``ca`` project errors raised by
+key handles); see each module for the decisions taken where RFC 8551 leaves a choice.
+"""
+
+from gateway.smime.encrypt import encrypt, sign_then_encrypt
+from gateway.smime.errors import (
+    DecryptionFailed,
+    MalformedMessage,
+    NoRecipients,
+    NotSmime,
+    SigningFailed,
+    SmimeError,
+    UnsupportedRecipient,
+)
+from gateway.smime.inbound import (
+    SIGNATURE_HEADER,
+    VerificationResult,
+    add_signature_header,
+    certificate_emails,
+    decrypt,
+    rejoin,
+    smime_kind,
+    strip_signature_headers,
+    verify,
+)
+from gateway.smime.sign import sign
+
+__all__ = [
+    "SIGNATURE_HEADER",
+    "DecryptionFailed",
+    "MalformedMessage",
+    "NoRecipients",
+    "NotSmime",
+    "SigningFailed",
+    "SmimeError",
+    "UnsupportedRecipient",
+    "VerificationResult",
+    "add_signature_header",
+    "certificate_emails",
+    "decrypt",
+    "encrypt",
+    "rejoin",
+    "sign",
+    "sign_then_encrypt",
+    "smime_kind",
+    "strip_signature_headers",
+    "verify",
+]
