@@ -1,7 +1,10 @@
-"""``cmcgate cmc ...`` commands: build a Full PKI Request, inspect CMC files.
+"""``cmcgate cmc ...`` commands: build a Full PKI Request, inspect CMC files, enrol.
 
-The only module of ``cmc`` that touches files.  Placeholder: ``cmc enroll --config FILE
---email E`` (request, send over RFC 5273, poll, validate) arrives with ``cmc.client``.
+The only module of ``cmc`` that touches files.  ``cmc enroll`` generates a key and CSR, enrols
+over RFC 5273 with :mod:`cmc.client` and writes PEM files.  Exit status: 0 issued, 2 failed
+(one line on stderr), 3 pending: the CA holds the request for approval; the pend token is
+printed and the state :meth:`cmc.client.CmcClient.poll` needs is saved next to the
+certificate path (``CERT.pending.json``), the key already written.
 """
 
 from __future__ import annotations
@@ -9,8 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -20,6 +24,9 @@ from cmc.errors import CmcError
 from cmc.inspect import inspect_bytes, to_dict, to_text
 from cmc.requests import build_full_request
 from cmc.signing import Signer
+
+if TYPE_CHECKING:
+    from cmc.transport import TransportSettings
 
 
 class CliInputError(CmcError):
@@ -124,6 +131,132 @@ def cmd_request(args: argparse.Namespace) -> int:
     return 0
 
 
+KEY_TYPES: dict[str, Callable[[], Any]] = {
+    "rsa2048": lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
+    "rsa3072": lambda: rsa.generate_private_key(public_exponent=65537, key_size=3072),
+    "rsa4096": lambda: rsa.generate_private_key(public_exponent=65537, key_size=4096),
+    "ec-p256": lambda: ec.generate_private_key(ec.SECP256R1()),
+    "ec-p384": lambda: ec.generate_private_key(ec.SECP384R1()),
+}
+
+
+def _enroll_csr(key: Any, email: str, name: str | None) -> x509.CertificateSigningRequest:
+    """Subject ``CN=<name or email>`` and SAN rfc822Name (the Totemo CN/E replacement)."""
+    subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, name or email)])
+    san = x509.SubjectAlternativeName([x509.RFC822Name(email)])
+    builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
+    return builder.add_extension(san, critical=False).sign(key, hashes.SHA256())
+
+
+def _connection(args: argparse.Namespace) -> tuple[TransportSettings, x509.Name | None]:
+    """TransportSettings and issuer DN from --config or the explicit flags."""
+    from cmc.transport import TransportSettings
+
+    if args.config:
+        raise CliInputError(
+            "--config needs the properties loader (config.properties), which this build "
+            "lacks; give --url --p12 --p12-password-file --roots [--issuer-dn] instead"
+        )
+    missing = [flag for flag in ("url", "p12", "roots") if not getattr(args, flag)]
+    if missing:
+        raise CliInputError("cmc enroll needs --config or " + ", ".join(f"--{m}" for m in missing))
+    try:
+        roots = tuple(x509.load_pem_x509_certificates(_read(args.roots, "roots")))
+    except ValueError as exc:
+        raise CliInputError(f"{args.roots} holds no PEM certificates: {exc}") from None
+    issuer_dn = None
+    if args.issuer_dn:
+        try:
+            issuer_dn = x509.Name.from_rfc4514_string(args.issuer_dn)
+        except ValueError as exc:
+            raise CliInputError(f"--issuer-dn {args.issuer_dn!r}: {exc}") from None
+    password = None
+    if args.p12_password_file:
+        password = _read(args.p12_password_file, "password file").rstrip(b"\r\n")
+    settings = TransportSettings(
+        url=args.url,
+        method=args.method,
+        encode_base64=args.base64,
+        access_p12=_read(args.p12, "access PKCS#12"),
+        access_p12_password=password,
+        trust_anchors=roots,
+    )
+    return settings, issuer_dn
+
+
+def _pem(*certificates: x509.Certificate) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates)
+
+
+def _write(path: Path, data: bytes, *, mode: int = 0o644, exclusive: bool = False) -> None:
+    try:
+        with open(path, "xb" if exclusive else "wb", opener=_opener(mode)) as handle:
+            handle.write(data)
+    except FileExistsError:
+        raise CliInputError(f"{path} exists: refusing to overwrite a private key") from None
+    except OSError as exc:
+        raise CliInputError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _opener(mode: int) -> Callable[[str, int], int]:
+    import os
+
+    return lambda path, flags: os.open(path, flags, mode)
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from cmc.client import EnrollmentPending, client_from_settings
+    from cmc.errors import CMCFailure
+    from cmc.transport_errors import TransportRefused
+
+    settings, issuer_dn = _connection(args)
+    key_out = Path(args.key_out or f"{args.email}.key.pem")
+    cert_out = Path(args.cert_out or f"{args.email}.cert.pem")
+    key = KEY_TYPES[args.key_type]()
+    csr = _enroll_csr(key, args.email, args.name)
+    client = client_from_settings(
+        settings, issuer_dn=issuer_dn, sign_with_access=not args.self_signed
+    )
+    # The key is on disk before the request leaves: a pending enrolment must keep it.
+    _write(
+        key_out,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        mode=0o600,
+        exclusive=True,
+    )
+    try:
+        with client:
+            result = client.enroll(csr, key)
+    except EnrollmentPending as pending:
+        state = cert_out.with_name(cert_out.name + ".pending.json")
+        _write(state, json.dumps(pending.pending.to_dict(), indent=2).encode() + b"\n")
+        print(
+            f"pending: {args.email} awaits the CA (transactionId="
+            f"{pending.pending.transaction_id}, token={pending.pend_token.hex()}, ask again "
+            f"after {pending.pend_time.isoformat()}); key {key_out}, state {state}"
+        )
+        return 3
+    except (CMCFailure, TransportRefused):
+        # The CA refused, or never accepted the request: no certificate will match this key.
+        # Other failures (timeouts, a response we reject) keep it: the CA may have issued.
+        key_out.unlink(missing_ok=True)
+        raise
+    _write(cert_out, _pem(result.certificate))
+    if args.chain_out:
+        _write(Path(args.chain_out), _pem(*result.chain))
+    cert = result.certificate
+    print(
+        f"enrolled {args.email}: serial {cert.serial_number:x} from "
+        f"{cert.issuer.rfc4514_string()}, valid until {cert.not_valid_after_utc:%Y-%m-%d}; "
+        f"key {key_out}, certificate {cert_out}"
+    )
+    return 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     inspection = inspect_bytes(_read(args.file, "file"))
     if args.json:
@@ -155,4 +288,34 @@ def register(subparsers: Any) -> None:
     inspect.add_argument("file")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
     inspect.set_defaults(func=cmd_inspect)
-    # Placeholder: `cmc enroll --config FILE --email E` is registered here with cmc.client.
+
+    enroll = commands.add_parser(
+        "enroll",
+        help="generate a key, enrol it at the configured CA, write key and certificate",
+        description=(
+            "Generate a key and a CSR (CN and rfc822Name from --email, CN from --name when "
+            "given), send a Full PKI Request signed by the access certificate over HTTPS "
+            "(RFC 5273) and validate the answer. Exit 0 issued, 2 failed, 3 pending (token "
+            "printed, state saved to CERT.pending.json)."
+        ),
+    )
+    enroll.add_argument("--config", help="properties file with security.pkiConnection.*")
+    enroll.add_argument("--email", required=True, help="the user's mail address")
+    enroll.add_argument("--name", help='"Given Surname" for the CN (default: the address)')
+    enroll.add_argument("--key-type", choices=sorted(KEY_TYPES), default="rsa2048")
+    enroll.add_argument("--key-out", help="private key PEM to write (default EMAIL.key.pem)")
+    enroll.add_argument("--cert-out", help="certificate PEM to write (default EMAIL.cert.pem)")
+    enroll.add_argument("--chain-out", help="also write the issuer chain (PEM) here")
+    enroll.add_argument("--url", help="CMC endpoint, e.g. https://ra.example/ws/cmc?account=a")
+    enroll.add_argument("--p12", help="access certificate PKCS#12 (TLS client auth, signer)")
+    enroll.add_argument("--p12-password-file", help="file holding the PKCS#12 password")
+    enroll.add_argument("--roots", help="PEM file of the CA's root certificates")
+    enroll.add_argument("--issuer-dn", help="accept only certificates from this issuer DN")
+    enroll.add_argument("--method", choices=("POST", "GET"), default="POST")
+    enroll.add_argument("--base64", action="store_true", help="send the request base64-encoded")
+    enroll.add_argument(
+        "--self-signed",
+        action="store_true",
+        help="sign the request with the new key instead of the access certificate",
+    )
+    enroll.set_defaults(func=cmd_enroll)
