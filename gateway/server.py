@@ -80,6 +80,8 @@ class FrontSettings:
 
 
 RELAY_DENIED = "554 5.7.1 Relay access denied"
+#: A copy with this action was put in quarantine by the pipeline: it is not relayed.
+HELD = "hold"
 
 
 @dataclass
@@ -217,6 +219,11 @@ class GatewayHandler:
     async def _send_copies(
         self, hop: NextHopTransaction, transaction: Transaction, copies: list[Copy]
     ) -> Reply:
+        copies = [c for c in copies if HELD not in c.actions]
+        if not copies:
+            # Every recipient held: the quarantine write was durable before the pipeline
+            # returned, so the gateway has taken responsibility for the message.
+            return Reply(250, "2.0.0 OK: held in quarantine")
         if len(copies) == 1 and set(copies[0].recipients) == set(transaction.recipients):
             return await hop.data(copies[0].content)
         # Split: the next hop verified every recipient already; send one transaction each.
