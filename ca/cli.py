@@ -1,13 +1,309 @@
-"""``cmcgate ca ...`` commands."""
+"""``cmcgate ca ...``: init, issue, approve, list, show, revoke, crl, audit verify.
+
+Every command works on a CA directory (``--dir``, default ``$CMCGATE_CA_DIR`` or ``.``).
+A refused order prints its id and reason and exits 1; bad input (a file that cannot be
+read, an unknown option value) exits 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
+
+from ca.keys import KeyType
+from config.errors import CmcgateError
+
+
+class CaCliError(CmcgateError):
+    """A CA command could not run (unreadable input, no such CA)."""
+
+
+def _dir(args: argparse.Namespace) -> Path:
+    return Path(args.dir or os.environ.get("CMCGATE_CA_DIR") or ".")
+
+
+def _open(args: argparse.Namespace) -> Any:
+    from ca.authority import CertificateAuthority
+
+    ca_yaml = _dir(args) / "ca.yaml"
+    if not ca_yaml.exists():
+        raise CaCliError(f"{ca_yaml}: no CA here (run `cmcgate ca init --dir {_dir(args)}`)")
+    return CertificateAuthority.open(ca_yaml)
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise CaCliError(f"{path}: {exc.strerror}") from None
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from ca.init import initialise
+
+    backend = "pkcs11" if args.pin_file else "software"
+    if backend == "software":
+        print("no --pin-file: CA keys go into encrypted software key files (no HSM)")
+    options: dict[str, Any] = {"base_url": args.base_url}
+    if args.account:
+        options["account_id"] = args.account
+    if args.domain:
+        options["email_domains"] = tuple(args.domain)
+    if args.organisation:
+        options["organisation_name"] = args.organisation
+    initialise(
+        _dir(args),
+        key_backend=backend,
+        pkcs11_module=args.pkcs11_module,
+        token_label=args.token_label,
+        pin_file=Path(args.pin_file) if args.pin_file else None,
+        key_type=KeyType.parse(args.key_type),
+        force=args.force,
+        progress=lambda line: print(line, flush=True),
+        **options,
+    )
+    return 0
+
+
+def _load_csr(data: bytes) -> bytes:
+    try:
+        if b"-----BEGIN" in data:
+            return x509.load_pem_x509_csr(data).public_bytes(serialization.Encoding.DER)
+        return x509.load_der_x509_csr(data).public_bytes(serialization.Encoding.DER)
+    except ValueError:
+        # Let the CA record a FAILED order for an unparsable request too.
+        return data
+
+
+def _output(cert: x509.Certificate, chain: tuple[x509.Certificate, ...], fmt: str) -> bytes:
+    if fmt == "der":
+        return cert.public_bytes(serialization.Encoding.DER)
+    if fmt == "p7b":
+        return pkcs7.serialize_certificates([cert, *chain], serialization.Encoding.DER)
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (cert, *chain))
+
+
+def _print_refusal(exc: Any) -> int:
+    print(f"order {exc.order_id or '-'} FAILED: {exc}", file=sys.stderr)
+    return 1
+
+
+def cmd_issue(args: argparse.Namespace) -> int:
+    from ca.authority import OrderRefused
+
+    csr = _load_csr(_read(args.csr))
+    with _open(args) as ca:
+        try:
+            result = ca.submit(
+                csr, args.account, args.product, args.validity,
+                requested_by=args.requested_by, given_name=args.given_name, surname=args.surname,
+            )  # fmt: skip
+        except OrderRefused as exc:
+            return _print_refusal(exc)
+        order = result.order
+        for change in order.subject_changes:
+            print(
+                f"subject {change.field}: {change.requested!r} -> {change.applied!r}: {change.reason}"
+            )
+        if result.certificate is None:
+            print(
+                f"order {order.id} {order.status.value}: approve with `cmcgate ca approve {order.id}`"
+            )
+            return 0
+        data = _output(
+            result.certificate, () if args.format == "der" else result.chain, args.format
+        )
+        if args.out:
+            Path(args.out).write_bytes(data)
+        elif args.format == "pem":
+            sys.stdout.write(data.decode())
+        else:
+            raise CaCliError(f"--format {args.format} is binary: give --out FILE")
+        print(
+            f"order {order.id} ISSUED serial {result.certificate.serial_number:x}", file=sys.stderr
+        )
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    from ca.authority import OrderRefused
+
+    with _open(args) as ca:
+        try:
+            result = ca.approve(args.order, args.operator)
+        except OrderRefused as exc:
+            return _print_refusal(exc)
+        assert result.certificate is not None
+        print(f"order {args.order} ISSUED serial {result.certificate.serial_number:x}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    within = timedelta(days=args.expiring_within) if args.expiring_within is not None else None
+    with _open(args) as ca:
+        certs = ca.store.find_certificates(email=args.email, expiring_within=within)
+    rows = [
+        {
+            "serial": c.serial, "status": c.status.value, "not_after": c.not_after.isoformat(),
+            "emails": list(c.emails), "subject": c.subject, "order": c.order_id,
+        }
+        for c in certs
+    ]  # fmt: skip
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            emails = ",".join(row["emails"])
+            print(
+                f"{row['serial']}  {row['status']:8}  {row['not_after'][:10]}  {emails}  {row['order']}"
+            )
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from ca.store_model import StoreError
+
+    with _open(args) as ca:
+        if args.what.startswith("ord-"):
+            order = ca.store.get_order(args.what)
+            print(f"order {order.id}\n  status   {order.status.value}\n  account  {order.account}")
+            print(f"  product  {order.product}\n  subject  {order.subject}")
+            print(f"  emails   {', '.join(order.emails)}\n  validity {order.validity}")
+            if order.failure_reason:
+                print(f"  reason   {order.failure_reason}")
+            for change in order.subject_changes:
+                print(f"  changed  {change.field}: {change.requested!r} -> {change.applied!r}")
+            for step in ca.store.history(order.id):
+                print(
+                    f"  {step.at.isoformat()}  {step.to_status.value}  {step.note or ''}".rstrip()
+                )
+            if order.certificate_serial:
+                print(f"  serial   {order.certificate_serial}")
+            return 0
+        try:
+            cert = ca.store.get_certificate(args.what)
+        except StoreError as exc:
+            raise CaCliError(str(exc)) from None
+        print(
+            f"certificate {cert.serial}\n  status   {cert.status.value}\n  subject  {cert.subject}"
+        )
+        print(
+            f"  emails   {', '.join(cert.emails)}\n  valid    {cert.not_before} .. {cert.not_after}"
+        )
+        print(f"  order    {cert.order_id}")
+        sys.stdout.write(
+            x509.load_der_x509_certificate(cert.der)
+            .public_bytes(serialization.Encoding.PEM)
+            .decode()
+        )
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    with _open(args) as ca:
+        view = ca.revoke(args.serial, args.reason, by=args.operator, comment=args.comment)
+    print(f"revoked {view.serial} ({view.reason.rfc_name}); CRL regenerated")
+    return 0
+
+
+def cmd_crl(args: argparse.Namespace) -> int:
+    with _open(args) as ca:
+        crl = ca.crl()
+        ca.write_crl()
+    encoding = serialization.Encoding.PEM if args.pem else serialization.Encoding.DER
+    Path(args.out).write_bytes(crl.public_bytes(encoding))
+    print(
+        f"CRL with {len(list(crl))} entries, next update {crl.next_update_utc}, written to {args.out}"
+    )
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from ca.audit import verify_audit
+
+    with _open(args) as ca:
+        report = verify_audit(ca.store, hmac_key=ca.settings.ca.audit_hmac_key_file)
+    if report.ok:
+        print(
+            f"audit log intact: {len(report.records) if hasattr(report.records, '__len__') else report.records} records"
+        )
+        return 0
+    for problem in report.problems:
+        print(problem)
+    return 1
 
 
 def register(subparsers: Any) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "ca", help="ca commands (see `cmcgate ca --help`)"
+    parser: argparse.ArgumentParser = subparsers.add_parser("ca", help="the bundled CA")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
+        p.add_argument("--dir", help="CA directory (default $CMCGATE_CA_DIR or .)")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("init", cmd_init, "create root + S/MIME issuing CA, ca.yaml and the database")
+    p.add_argument("--pkcs11-module", help="PKCS#11 module (default: SoftHSM2)")
+    p.add_argument("--token-label", default="cmcgate")
+    p.add_argument("--pin-file", help="token user PIN file; without it keys are software files")
+    p.add_argument(
+        "--key-type",
+        default="rsa3072",
+        choices=["rsa3072", "rsa4096", "ec-p384", "rsa2048", "ec-p256"],
     )
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    p.add_argument(
+        "--base-url", default="http://127.0.0.1:8480", help="http:// base of CRL/AIA URLs"
+    )
+    p.add_argument("--account", help="first account id (default totemoag.ra)")
+    p.add_argument("--domain", action="append", help="validated email domain (repeatable)")
+    p.add_argument("--organisation", help="the account's organisation name")
+    p.add_argument("--force", action="store_true", help="replace an existing CA")
+
+    p = add("issue", cmd_issue, "issue a certificate for a PKCS#10 request")
+    p.add_argument("--csr", required=True)
+    p.add_argument("--account", required=True)
+    p.add_argument("--product", required=True)
+    p.add_argument("--validity", help="one of the product's validities, e.g. 1y")
+    p.add_argument("--given-name")
+    p.add_argument("--surname")
+    p.add_argument("--format", choices=["pem", "der", "p7b"], default="pem")
+    p.add_argument("--out")
+    p.add_argument("--requested-by", default=os.environ.get("USER", "cli"))
+
+    p = add("approve", cmd_approve, "authorize an order waiting for approval")
+    p.add_argument("order")
+    p.add_argument("--operator", default=os.environ.get("USER", "operator"))
+
+    p = add("list", cmd_list, "list certificates")
+    p.add_argument("--expiring-within", type=int, metavar="DAYS")
+    p.add_argument("--email")
+    p.add_argument("--json", action="store_true")
+
+    p = add("show", cmd_show, "show a certificate (serial) or an order (ord-...)")
+    p.add_argument("what", metavar="SERIAL|ORDER")
+
+    p = add("revoke", cmd_revoke, "revoke a certificate")
+    p.add_argument("serial")
+    p.add_argument("--reason", default="unspecified", help="RFC 5280 reason, e.g. keyCompromise")
+    p.add_argument("--comment")
+    p.add_argument("--operator", default=os.environ.get("USER", "operator"))
+
+    p = add("crl", cmd_crl, "write the current CRL")
+    p.add_argument("--out", required=True)
+    p.add_argument("--pem", action="store_true")
+
+    audit = sub.add_parser("audit", help="the tamper-evident audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", metavar="COMMAND")
+    p = audit_sub.add_parser("verify", help="check the hash chain; names any broken record")
+    p.add_argument("--dir", help="CA directory (default $CMCGATE_CA_DIR or .)")
+    p.set_defaults(func=cmd_audit_verify)

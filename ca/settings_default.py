@@ -47,6 +47,10 @@ def dump_default_ca_yaml(
     ldap_bind_dn: str = "cn=admin,dc=example,dc=com",
     ldap_base_dn: str = "ou=people,dc=example,dc=com",
     ldap_password_file: str = "ldap.pass",  # noqa: S107 - a file name
+    root_key_type: str = "rsa4096",
+    issuing_key_type: str = "rsa3072",
+    product_profile: str = "mailbox",
+    product_approval: str = "auto",
 ) -> str:
     """ca.yaml text with comments; relative paths are relative to the file's directory.
 
@@ -115,12 +119,12 @@ ca:
       passphrase_file: {_q(passphrase_file)}
   root:
     key_label: "cmcgate-root"
-    key_type: rsa4096
+    key_type: {root_key_type}
     certificate: "root-ca.pem"
     subject: {_q(_dn("cmcgate Root CA", organisation_name, country))}
   issuing:
     key_label: "cmcgate-issuing"
-    key_type: rsa3072
+    key_type: {issuing_key_type}
     certificate: "issuing-ca.pem"
     subject: {_q(_dn("cmcgate S/MIME Issuing CA", organisation_name, country))}
   crl:
@@ -147,10 +151,10 @@ accounts:
 # what can be ordered
 products:
   {product_id}:
-    profile: mailbox            # mailbox | sponsor | organization (S/MIME BR)
+    profile: {product_profile}            # mailbox | sponsor | organization (S/MIME BR)
     validities: [1y, 2y]        # d, m or y; at most 825 days
     key_types: [rsa2048, rsa3072, rsa4096, ec-p256, ec-p384]
-    approval: auto              # auto | manual (an RA operator authorizes each order)
+    approval: {product_approval}              # auto | manual (an RA operator authorizes each order)
     allow_simple_request: false # accept a bare PKCS#10 (RFC 5272 Simple PKI Request)
     publish_ldap: {"true" if ldap_url else "false"}
 """

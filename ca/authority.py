@@ -1,0 +1,414 @@
+"""The bundled CA: one order from CSR to certificate, through the RA manual's statuses.
+
+An order moves NEW → [PENDING_AUTHORIZATION] → KEY_VALIDATION → GENERATE_TBS →
+PRE_VALIDATION → PRE_ISSUE → ISSUE → POST_VALIDATION → FINALIZE_ISSUANCE → ISSUED, each step
+recorded with a timestamp.  A bad request never reaches ISSUE: the order goes FAILED with the
+reason, the refusal is audited, and :class:`OrderRefused` carries the reason and a category
+the CMC server maps to a failInfo (RFC 5272 §6.1.4).  The HSM key signs only a certificate
+whose throwaway-signed twin passed pkilint (pre-issuance lint) and the issued certificate is
+linted again (post-issuance).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import NoReturn
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ca import crl as crl_module
+from ca.keys import KeyBackend, KeyType, backend_from_settings
+from ca.lint import DEVELOPMENT_IGNORED_CODES, CertificateLinter, LintFailed
+from ca.profiles import build_tbs, check_public_key
+from ca.profiles_errors import EmailNotAllowed, KeyNotAllowed, ProfileError, ValidityTooLong
+from ca.profiles_types import CaEndpoints, IssuanceRequest, Organization
+from ca.settings import load_ca_settings
+from ca.settings_types import Approval, CaSettings, ProductSettings, Validity
+from ca.store import Store
+from ca.store_model import CertificateView, OrderStatus, OrderView, RevocationView, SubjectChange
+from config.errors import CmcgateError
+
+S = OrderStatus
+
+
+class OrderRefused(CmcgateError):
+    """An order failed; ``category`` is what the CMC server turns into a failInfo.
+
+    Categories: ``bad_request`` (malformed or not allowed), ``bad_identity`` (account,
+    product or email not authorised), ``pop_failed`` (CSR signature), ``bad_alg`` (key type),
+    ``internal`` (the CA itself failed).
+    """
+
+    def __init__(self, message: str, *, category: str, order_id: str | None = None) -> None:
+        super().__init__(message)
+        self.category = category
+        self.order_id = order_id
+
+
+@dataclass(frozen=True)
+class IssueResult:
+    order: OrderView
+    certificate: x509.Certificate | None
+    chain: tuple[x509.Certificate, ...]
+
+    @property
+    def pending(self) -> bool:
+        return self.certificate is None
+
+
+_linters: dict[frozenset[str], CertificateLinter] = {}
+_linters_lock = threading.Lock()
+
+
+def shared_linter(ignored: frozenset[str] = frozenset()) -> CertificateLinter:
+    """pkilint's validators take ~0.7 s to build: one linter per process and policy."""
+    with _linters_lock:
+        if ignored not in _linters:
+            _linters[ignored] = CertificateLinter(ignored_codes=ignored)
+        return _linters[ignored]
+
+
+def uses_internal_urls(base_url: str) -> bool:
+    """True for a loopback/private CRL and AIA host, which only a development CA uses."""
+    host = urlsplit(base_url).hostname or ""
+    if host == "localhost" or host.endswith((".localhost", ".test", ".internal")):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private
+
+
+def public_key_type(public_key: object) -> KeyType:
+    """The KeyType of a public key (RSA by size, EC by curve); ValueError otherwise."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return KeyType.from_rsa_bits(public_key.key_size)
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return KeyType.from_curve_name(public_key.curve.name)
+    raise ValueError(f"{type(public_key).__name__} keys are not supported")
+
+
+def csr_emails(csr: x509.CertificateSigningRequest) -> tuple[str, ...]:
+    """rfc822Names of the CSR's SAN, else its emailAddress, else an email-like CN."""
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        emails = san.get_values_for_type(x509.RFC822Name)
+    except x509.ExtensionNotFound:
+        emails = []
+    if not emails:
+        for oid in (x509.NameOID.EMAIL_ADDRESS, x509.NameOID.COMMON_NAME):
+            values = [str(a.value) for a in csr.subject.get_attributes_for_oid(oid)]
+            emails = [v for v in values if "@" in v]
+            if emails:
+                break
+    return tuple(dict.fromkeys(e.strip().lower() for e in emails))
+
+
+class CertificateAuthority:
+    """Issues, revokes and publishes CRLs for one ``ca.yaml``."""
+
+    def __init__(
+        self,
+        settings: CaSettings,
+        store: Store,
+        keys: KeyBackend,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.keys = keys
+        self.clock = clock or (lambda: datetime.now(UTC))
+        ca = settings.ca
+        self.root_cert = _load_cert(ca.root.certificate)
+        self.issuing_cert = _load_cert(ca.issuing.certificate)
+        ignored = DEVELOPMENT_IGNORED_CODES if uses_internal_urls(ca.base_url) else frozenset()
+        self.linter = shared_linter(frozenset(ignored))
+
+    @classmethod
+    def open(cls, ca_yaml: str | Path, **kwargs: object) -> CertificateAuthority:
+        settings = load_ca_settings(Path(ca_yaml))
+        store = Store.open(settings.ca.database, audit_hmac_key=settings.ca.audit_hmac_key_file)
+        store.create_all()
+        keys = backend_from_settings(settings.ca.keys.backend, **settings.ca.keys.backend_kwargs())
+        return cls(settings, store, keys, **kwargs)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.keys.close()
+        self.store.close()
+
+    def __enter__(self) -> CertificateAuthority:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- URLs the certificates name ---------------------------------------------------------
+    def endpoints(self) -> CaEndpoints:
+        base = self.settings.ca.base_url.rstrip("/")
+        return CaEndpoints(
+            crl_url=f"{base}/crl/issuing.crl", ca_issuers_url=f"{base}/certs/issuing-ca.cer"
+        )
+
+    @property
+    def chain(self) -> tuple[x509.Certificate, ...]:
+        return (self.issuing_cert, self.root_cert)
+
+    # -- issuance ---------------------------------------------------------------------------
+    def submit(
+        self,
+        csr_der: bytes,
+        account_id: str,
+        product_id: str,
+        validity: str | None = None,
+        *,
+        requested_by: str,
+        given_name: str | None = None,
+        surname: str | None = None,
+        transaction_id: int | None = None,
+        sender_nonce: bytes | None = None,
+    ) -> IssueResult:
+        """Open an order and issue it now, or leave it PENDING_AUTHORIZATION (manual products)."""
+        try:
+            csr = x509.load_der_x509_csr(csr_der)
+            subject_text = csr.subject.rfc4514_string()
+            emails = csr_emails(csr)
+        except ValueError as exc:
+            raise OrderRefused(f"not a PKCS#10 request: {exc}", category="bad_request") from None
+        order = self.store.new_order(
+            account_id[:128] or "-",
+            product_id[:128] or "-",
+            subject_text[:1024],
+            emails,
+            (validity or "default")[:16],
+            requested_by=requested_by,
+            csr_der=csr_der,
+            transaction_id=transaction_id,
+            sender_nonce=sender_nonce,
+        )
+        product = self._checked(order, csr, emails, validity)
+        if product.approval is Approval.MANUAL:
+            order = self.store.transition(
+                order.id, S.PENDING_AUTHORIZATION, "waiting for an RA operator"
+            )
+            return IssueResult(order, None, self.chain)
+        return self._issue(order, csr, product, given_name, surname)
+
+    def approve(self, order_id: str, operator: str) -> IssueResult:
+        """An RA operator authorizes a PENDING_AUTHORIZATION order: it is issued now."""
+        order = self.store.get_order(order_id)
+        if order.status is not S.PENDING_AUTHORIZATION:
+            raise OrderRefused(
+                f"order {order_id} is {order.status.value}, not waiting for approval",
+                category="bad_request",
+                order_id=order_id,
+            )
+        assert order.csr_der is not None
+        csr = x509.load_der_x509_csr(order.csr_der)
+        product = self._checked(
+            order, csr, order.emails, None if order.validity == "default" else order.validity
+        )
+        self.store.transition(order_id, S.KEY_VALIDATION, "authorized", actor=operator)
+        return self._issue(self.store.get_order(order_id), csr, product, None, None, validated=True)
+
+    def _checked(
+        self,
+        order: OrderView,
+        csr: x509.CertificateSigningRequest,
+        emails: tuple[str, ...],
+        validity: str | None,
+    ) -> ProductSettings:
+        """Everything that can be refused before a key is touched; fails the order if not."""
+        account = self.settings.account(order.account)
+        product = self.settings.product(order.product)
+        if account is None:
+            self._refuse(order, f"unknown account {order.account!r}", "bad_identity")
+        if product is None or (account.products and product.id not in account.products):
+            self._refuse(
+                order,
+                f"product {order.product!r} is not available to account {order.account!r}",
+                "bad_identity",
+            )
+        assert account is not None and product is not None
+        if not csr.is_signature_valid:
+            self._refuse(
+                order, "the CSR's signature does not verify (no proof of possession)", "pop_failed"
+            )
+        try:
+            public_key = csr.public_key()
+            check_public_key(public_key)  # type: ignore[arg-type]
+            key_type = public_key_type(public_key)
+        except (KeyNotAllowed, ProfileError, CmcgateError, ValueError) as exc:
+            self._refuse(order, f"key not allowed: {exc}", "bad_alg")
+        if key_type not in product.key_types:
+            allowed = ", ".join(k.value for k in product.key_types)
+            self._refuse(
+                order,
+                f"key type {key_type.value} not allowed for product {product.id}"
+                f" (allowed: {allowed})",
+                "bad_alg",
+            )
+        if not emails:
+            self._refuse(
+                order, "the request names no email address (SAN rfc822Name)", "bad_request"
+            )
+        for email in emails:
+            if not account.email_allowed(email):
+                self._refuse(
+                    order,
+                    f"email {email} is outside the account's validated domains",
+                    "bad_identity",
+                )
+        self._validity(order, product, validity)
+        return product
+
+    def _validity(self, order: OrderView, product: ProductSettings, text: str | None) -> timedelta:
+        if text is None:
+            chosen = product.validities[0]
+        else:
+            try:
+                chosen = Validity.parse(text)
+            except ValueError as exc:
+                self._refuse(order, str(exc), "bad_request")
+            if chosen not in product.validities:
+                allowed = ", ".join(v.text for v in product.validities)
+                self._refuse(
+                    order,
+                    f"validity {text} not offered by product {product.id} (allowed: {allowed})",
+                    "bad_request",
+                )
+        now = self.clock()
+        return chosen.add_to(now) - now
+
+    def _issue(
+        self,
+        order: OrderView,
+        csr: x509.CertificateSigningRequest,
+        product: ProductSettings,
+        given_name: str | None,
+        surname: str | None,
+        *,
+        validated: bool = False,
+    ) -> IssueResult:
+        account = self.settings.account(order.account)
+        assert account is not None
+        step = order.status
+        try:
+            if not validated:
+                step = self.store.transition(order.id, S.KEY_VALIDATION).status
+            step = self.store.transition(order.id, S.GENERATE_TBS).status
+            validity = self._validity(
+                order, product, None if order.validity == "default" else order.validity
+            )
+            request = IssuanceRequest(
+                public_key=csr.public_key(),  # type: ignore[arg-type]
+                requested_subject=csr.subject,
+                emails=order.emails,
+                validity=validity,
+                given_name=given_name,
+                surname=surname,
+            )
+            prepared = build_tbs(
+                product.profile, request, Organization.from_account(account), self.issuing_cert,
+                self.endpoints(), now=self.clock(),
+            )  # fmt: skip
+            changes = [
+                SubjectChange(c.attribute, c.requested, c.issued, c.reason)
+                for c in prepared.changes
+            ]
+            if changes:
+                self.store.record_subject_changes(order.id, changes)
+            step = self.store.transition(order.id, S.PRE_VALIDATION).status
+            self.linter.check_prepared(prepared)
+            step = self.store.transition(order.id, S.PRE_ISSUE).status
+            issuer_key = self.keys.load(self.settings.ca.issuing.key_label)
+            step = self.store.transition(order.id, S.ISSUE).status
+            certificate = prepared.sign(issuer_key)
+        except ValidityTooLong as exc:
+            self._refuse(order, str(exc), "bad_request")
+        except EmailNotAllowed as exc:
+            self._refuse(order, str(exc), "bad_identity")
+        except LintFailed as exc:
+            self._refuse(order, f"pre-issuance lint failed: {exc}", "bad_request")
+        except ProfileError as exc:
+            self._refuse(order, str(exc), "bad_request")
+        except CmcgateError as exc:
+            self._refuse(order, f"CA error at {step.value}: {exc}", "internal")
+        der = certificate.public_bytes(serialization.Encoding.DER)
+        self.store.record_certificate(order.id, der)
+        self.store.transition(order.id, S.POST_VALIDATION)
+        try:
+            self.linter.check(der, product.profile)
+        except LintFailed as exc:
+            self.store.revoke(
+                certificate.serial_number,
+                "superseded",
+                by="ca",
+                comment="post-issuance lint failed",
+            )
+            self._refuse(order, f"post-issuance lint failed: {exc}", "internal")
+        self.store.transition(order.id, S.FINALIZE_ISSUANCE)
+        if product.publish_ldap and self.settings.ca.ldap is not None:
+            for email in order.emails:
+                self.store.enqueue_job(
+                    "publish", certificate.serial_number, email, order_id=order.id
+                )
+        done = self.store.transition(order.id, S.ISSUED)
+        return IssueResult(done, certificate, self.chain)
+
+    def _refuse(self, order: OrderView, reason: str, category: str) -> NoReturn:
+        current = self.store.get_order(order.id)
+        if not current.status.is_final:
+            self.store.fail(order.id, reason)
+        raise OrderRefused(reason, category=category, order_id=order.id)
+
+    # -- revocation and CRL -----------------------------------------------------------------
+    def revoke(
+        self, serial: int | str, reason: str = "unspecified", *, by: str, comment: str | None = None
+    ) -> RevocationView:
+        view = self.store.revoke(serial, reason, by=by, comment=comment)
+        cert = self.store.get_certificate(serial)
+        if self.settings.ca.ldap is not None:
+            for email in cert.emails:
+                self.store.enqueue_job("unpublish", cert.serial, email, order_id=cert.order_id)
+        self.write_crl()
+        return view
+
+    def crl(self) -> x509.CertificateRevocationList:
+        key = self.keys.load(self.settings.ca.issuing.key_label)
+        return crl_module.build_crl(
+            self.issuing_cert, key, self.store.revoked_entries(), now=self.clock(),
+            next_update=timedelta(hours=self.settings.ca.crl_next_update_hours),
+        )  # fmt: skip
+
+    def root_crl(self) -> x509.CertificateRevocationList:
+        key = self.keys.load(self.settings.ca.root.key_label)
+        return crl_module.build_crl(
+            self.root_cert, key, [], now=self.clock(), next_update=timedelta(days=365)
+        )
+
+    def write_crl(self) -> Path:
+        """Regenerate the issuing CA's CRL under <dir>/crl/issuing.crl (served over HTTP)."""
+        path = self.settings.ca.directory / "crl" / "issuing.crl"
+        crl_module.write_atomically(path, self.crl().public_bytes(serialization.Encoding.DER))
+        return path
+
+    def certificates(self, **filters: object) -> list[CertificateView]:
+        return self.store.find_certificates(**filters)  # type: ignore[arg-type]
+
+
+def _load_cert(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise CmcgateError(f"{path}: cannot read CA certificate: {exc}") from None
