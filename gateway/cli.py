@@ -1,13 +1,38 @@
-"""``cmcgate gateway ...`` commands."""
+"""``cmcgate gateway ...``: run the gateway, manage its certificates and its quarantine."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+from pathlib import Path
 from typing import Any
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gateway.service import run
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return run(
+        Path(args.config), quarantine_dir=Path(args.quarantine_dir) if args.quarantine_dir else None
+    )
 
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "gateway", help="gateway commands (see `cmcgate gateway --help`)"
+        "gateway", help="the S/MIME SMTP gateway (run, certs, quarantine)"
     )
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", help="run the SMTP gateway (SIGHUP reloads the configuration)")
+    run.add_argument("--config", required=True, help="the gateway's properties file")
+    run.add_argument("--quarantine-dir", help="where policy 'hold' keeps messages")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.set_defaults(func=cmd_run)
+
+    from gateway.certs_cli import register_certs
+    from gateway.quarantine import register_quarantine
+
+    register_certs(sub)
+    register_quarantine(sub)

@@ -1,0 +1,217 @@
+"""``cmcgate gateway run``: the SMTP front, pipeline and stores built from one properties file.
+
+SIGHUP re-reads the file through :class:`config.properties.ConfigHolder`: a valid file
+replaces policy, DKIM keys, trust anchors and relay permissions atomically for the next
+message (the listen address and stores stay as started); a bad file is logged and the
+running configuration kept.  SIGTERM/SIGINT stop the front after messages in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import ssl
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from config.errors import CmcgateError
+from config.model import Config, NextHopTls
+from gateway.dkim import DkimKey
+from gateway.keystore import KeyStore
+from gateway.metrics import Metrics
+from gateway.pipeline import PipelineSettings, SmimePipeline
+from gateway.quarantine import Quarantine
+from gateway.relay import NextHop
+from gateway.server import FrontSettings, GatewayHandler, start_front
+from gateway.store import CertStore
+from gateway.store_adapter import StoreCertificates
+from gateway.store_config import GatewayStores
+
+log = logging.getLogger("cmcgate.gateway")
+
+
+class GatewayStartError(CmcgateError):
+    """A file the gateway needs at start cannot be used."""
+
+
+def stores_from_config(config: Config) -> GatewayStores:
+    """The certificate store (always) and users' key store (when a backend is configured)."""
+    from ca.keys import backend_from_settings
+
+    keys = None
+    if config.keys is not None:
+        keys = KeyStore(backend_from_settings(config.keys.kind, **config.keys.backend_kwargs()))
+    try:
+        return GatewayStores(CertStore.open(config.store.dsn), keys)
+    except BaseException:
+        if keys is not None:
+            keys.close()
+        raise
+
+
+def _read_certs(paths: tuple[Path, ...]) -> tuple[x509.Certificate, ...]:
+    out: list[x509.Certificate] = []
+    for path in paths:
+        try:
+            out.extend(x509.load_pem_x509_certificates(path.read_bytes()))
+        except (OSError, ValueError) as exc:
+            raise GatewayStartError(f"{path}: cannot read certificates: {exc}") from None
+    return tuple(out)
+
+
+def dkim_keys(config: Config) -> tuple[DkimKey, ...]:
+    keys = []
+    for entry in config.dkim:
+        try:
+            private = serialization.load_pem_private_key(entry.key_file.read_bytes(), None)
+        except (OSError, ValueError, TypeError) as exc:
+            raise GatewayStartError(
+                f"{entry.key_file}: DKIM key for {entry.domain}: {exc}"
+            ) from None
+        if not isinstance(private, rsa.RSAPrivateKey):
+            raise GatewayStartError(f"{entry.key_file}: DKIM keys are RSA (rsa-sha256)")
+        keys.append(DkimKey(entry.domain, entry.selector, private))
+    return tuple(keys)
+
+
+def pipeline_settings(config: Config) -> PipelineSettings:
+    anchors = _read_certs(config.pki.trusted_roots) if config.pki is not None else ()
+    return PipelineSettings(
+        internal_domains=config.gateway.internal_domains,
+        policy=config.policy,
+        dkim_keys=dkim_keys(config),
+        trust_anchors=anchors,
+    )
+
+
+def front_settings(config: Config) -> FrontSettings:
+    networks = config.gateway.allowed_networks
+    if not networks:
+        return FrontSettings(authenticated_may_relay=config.gateway.authenticated_may_relay)
+    return FrontSettings(
+        allowed_networks=networks, authenticated_may_relay=config.gateway.authenticated_may_relay
+    )
+
+
+def next_hop(config: Config) -> NextHop:
+    gw = config.gateway
+    context = None
+    if gw.next_hop_ca_file is not None:
+        context = ssl.create_default_context(cafile=str(gw.next_hop_ca_file))
+    starttls = {
+        NextHopTls.OPPORTUNISTIC: None,
+        NextHopTls.REQUIRED: True,
+    }.get(gw.next_hop_tls, False)
+    return NextHop(
+        gw.next_hop.host, gw.next_hop.port, starttls=starttls, tls_context=context,
+        local_hostname=gw.hostname,
+    )  # fmt: skip
+
+
+def server_tls(config: Config) -> ssl.SSLContext | None:
+    gw = config.gateway
+    if gw.tls_certificate is None or gw.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(str(gw.tls_certificate), str(gw.tls_key))
+    except (OSError, ssl.SSLError) as exc:
+        raise GatewayStartError(f"{gw.tls_certificate}: STARTTLS certificate: {exc}") from None
+    return context
+
+
+@dataclass
+class RunningGateway:
+    """A started gateway; :meth:`apply` swaps in a reloaded configuration."""
+
+    config: Config
+    stores: GatewayStores
+    handler: GatewayHandler
+    controller: Any
+    metrics: Metrics
+    quarantine: Quarantine | None
+
+    def apply(self, config: Config) -> None:
+        pipeline = SmimePipeline(
+            pipeline_settings(config), self._certificates(), quarantine=self.quarantine
+        )
+        # Plain attribute stores: the next message sees the new objects, none sees half.
+        self.handler.pipeline = self.metrics.timed(pipeline)
+        self.handler.front = front_settings(config)
+        self.handler.next_hop = next_hop(config)
+        self.config = config
+        log.info("configuration applied from %s", config.source)
+
+    def _certificates(self) -> StoreCertificates:
+        return StoreCertificates(self.stores.certs, self.stores.require_keys())
+
+    def stop(self) -> None:
+        self.controller.stop()
+        self.stores.close()
+
+
+def start(config: Config, *, quarantine_dir: Path | None = None) -> RunningGateway:
+    """Open the stores and start the SMTP front (in a background thread)."""
+    stores = stores_from_config(config)
+    try:
+        metrics = Metrics(internal_domains=config.gateway.internal_domains)
+        quarantine = Quarantine(quarantine_dir) if quarantine_dir is not None else None
+        certificates = StoreCertificates(stores.certs, stores.require_keys())
+        pipeline = SmimePipeline(pipeline_settings(config), certificates, quarantine=quarantine)
+        handler = GatewayHandler(
+            next_hop(config), metrics.timed(pipeline), front_settings(config), metrics.on_result
+        )
+        controller = start_front(
+            handler,
+            config.gateway.listen.host,
+            config.gateway.listen.port,
+            max_message_size=config.gateway.max_message_size,
+            tls_context=server_tls(config),
+            require_starttls=config.gateway.require_starttls,
+        )
+    except BaseException:
+        stores.close()
+        raise
+    if config.metrics_listen is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(config.metrics_listen.port, config.metrics_listen.host, metrics.registry)
+    return RunningGateway(config, stores, handler, controller, metrics, quarantine)
+
+
+def run(config_path: Path, *, quarantine_dir: Path | None = None) -> int:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads ``config_path`` (a bad file keeps the old)."""
+    from config.properties import ConfigHolder
+
+    holder = ConfigHolder(config_path)
+    gateway = start(holder.current, quarantine_dir=quarantine_dir)
+    listen = holder.current.gateway.listen
+    log.info("cmcgate gateway listening on %s:%s", listen.host, listen.port)
+    print(f"cmcgate gateway listening on {listen.host}:{listen.port}", flush=True)
+    stop = threading.Event()
+    reload = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    try:
+        while not stop.wait(0.2):
+            if reload.is_set():
+                reload.clear()
+                problems = holder.reload()
+                if problems:
+                    for problem in problems:
+                        log.error("reload refused: %s", problem)
+                    continue
+                try:
+                    gateway.apply(holder.current)
+                except CmcgateError as exc:
+                    log.error("reload refused: %s", exc)
+    finally:
+        gateway.stop()
+    return 0
