@@ -23,36 +23,19 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from config.errors import CmcgateError
 from config.model import Config, NextHopTls
 from gateway.dkim import DkimKey
-from gateway.keystore import KeyStore
 from gateway.metrics import Metrics
 from gateway.pipeline import PipelineSettings, SmimePipeline
 from gateway.quarantine import Quarantine
 from gateway.relay import NextHop
 from gateway.server import FrontSettings, GatewayHandler, start_front
-from gateway.store import CertStore
 from gateway.store_adapter import StoreCertificates
-from gateway.store_config import GatewayStores
+from gateway.store_config import GatewayStores, stores_for
 
 log = logging.getLogger("cmcgate.gateway")
 
 
 class GatewayStartError(CmcgateError):
     """A file the gateway needs at start cannot be used."""
-
-
-def stores_from_config(config: Config) -> GatewayStores:
-    """The certificate store (always) and users' key store (when a backend is configured)."""
-    from ca.keys import backend_from_settings
-
-    keys = None
-    if config.keys is not None:
-        keys = KeyStore(backend_from_settings(config.keys.kind, **config.keys.backend_kwargs()))
-    try:
-        return GatewayStores(CertStore.open(config.store.dsn), keys)
-    except BaseException:
-        if keys is not None:
-            keys.close()
-        raise
 
 
 def _read_certs(paths: tuple[Path, ...]) -> tuple[x509.Certificate, ...]:
@@ -158,7 +141,7 @@ class RunningGateway:
 
 def start(config: Config, *, quarantine_dir: Path | None = None) -> RunningGateway:
     """Open the stores and start the SMTP front (in a background thread)."""
-    stores = stores_from_config(config)
+    stores = stores_for(config)
     try:
         metrics = Metrics(internal_domains=config.gateway.internal_domains)
         quarantine = Quarantine(quarantine_dir) if quarantine_dir is not None else None
