@@ -11,21 +11,19 @@ linted again (post-issuance).
 
 from __future__ import annotations
 
-import ipaddress
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NoReturn
-from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ca import crl as crl_module
-from ca.keys import KeyBackend, KeyType, backend_from_settings
-from ca.lint import DEVELOPMENT_IGNORED_CODES, CertificateLinter, LintFailed
+from ca.authority_checks import csr_emails, public_key_type, shared_linter, uses_internal_urls
+from ca.keys import KeyBackend, backend_from_settings
+from ca.lint import DEVELOPMENT_IGNORED_CODES, LintFailed
 from ca.profiles import build_tbs, check_public_key
 from ca.profiles_errors import EmailNotAllowed, KeyNotAllowed, ProfileError, ValidityTooLong
 from ca.profiles_types import CaEndpoints, IssuanceRequest, Organization
@@ -36,6 +34,15 @@ from ca.store_model import CertificateView, OrderStatus, OrderView, RevocationVi
 from config.errors import CmcgateError
 
 S = OrderStatus
+__all__ = [
+    "CertificateAuthority",
+    "IssueResult",
+    "OrderRefused",
+    "csr_emails",
+    "public_key_type",
+    "shared_linter",
+    "uses_internal_urls",
+]
 
 
 class OrderRefused(CmcgateError):
@@ -61,57 +68,6 @@ class IssueResult:
     @property
     def pending(self) -> bool:
         return self.certificate is None
-
-
-_linters: dict[frozenset[str], CertificateLinter] = {}
-_linters_lock = threading.Lock()
-
-
-def shared_linter(ignored: frozenset[str] = frozenset()) -> CertificateLinter:
-    """pkilint's validators take ~0.7 s to build: one linter per process and policy."""
-    with _linters_lock:
-        if ignored not in _linters:
-            _linters[ignored] = CertificateLinter(ignored_codes=ignored)
-        return _linters[ignored]
-
-
-def uses_internal_urls(base_url: str) -> bool:
-    """True for a loopback/private CRL and AIA host, which only a development CA uses."""
-    host = urlsplit(base_url).hostname or ""
-    if host == "localhost" or host.endswith((".localhost", ".test", ".internal")):
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return address.is_loopback or address.is_private
-
-
-def public_key_type(public_key: object) -> KeyType:
-    """The KeyType of a public key (RSA by size, EC by curve); ValueError otherwise."""
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
-    if isinstance(public_key, rsa.RSAPublicKey):
-        return KeyType.from_rsa_bits(public_key.key_size)
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        return KeyType.from_curve_name(public_key.curve.name)
-    raise ValueError(f"{type(public_key).__name__} keys are not supported")
-
-
-def csr_emails(csr: x509.CertificateSigningRequest) -> tuple[str, ...]:
-    """rfc822Names of the CSR's SAN, else its emailAddress, else an email-like CN."""
-    try:
-        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        emails = san.get_values_for_type(x509.RFC822Name)
-    except x509.ExtensionNotFound:
-        emails = []
-    if not emails:
-        for oid in (x509.NameOID.EMAIL_ADDRESS, x509.NameOID.COMMON_NAME):
-            values = [str(a.value) for a in csr.subject.get_attributes_for_oid(oid)]
-            emails = [v for v in values if "@" in v]
-            if emails:
-                break
-    return tuple(dict.fromkeys(e.strip().lower() for e in emails))
 
 
 class CertificateAuthority:
@@ -179,23 +135,28 @@ class CertificateAuthority:
         sender_nonce: bytes | None = None,
     ) -> IssueResult:
         """Open an order and issue it now, or leave it PENDING_AUTHORIZATION (manual products)."""
+        csr: x509.CertificateSigningRequest | None = None
+        subject_text, unreadable = "", ""
+        emails: tuple[str, ...] = ()
         try:
             csr = x509.load_der_x509_csr(csr_der)
             subject_text = csr.subject.rfc4514_string()
             emails = csr_emails(csr)
         except ValueError as exc:
-            raise OrderRefused(f"not a PKCS#10 request: {exc}", category="bad_request") from None
+            unreadable = f"not a PKCS#10 request: {exc}"
         order = self.store.new_order(
             account_id[:128] or "-",
             product_id[:128] or "-",
             subject_text[:1024],
             emails,
             (validity or "default")[:16],
-            requested_by=requested_by,
+            requested_by=requested_by[:256] or "-",
             csr_der=csr_der,
             transaction_id=transaction_id,
             sender_nonce=sender_nonce,
         )
+        if csr is None:  # even an unreadable request leaves a FAILED, audited order
+            self._refuse(order, unreadable, "bad_request")
         product = self._checked(order, csr, emails, validity)
         if product.approval is Approval.MANUAL:
             order = self.store.transition(
@@ -204,8 +165,19 @@ class CertificateAuthority:
             return IssueResult(order, None, self.chain)
         return self._issue(order, csr, product, given_name, surname)
 
-    def approve(self, order_id: str, operator: str) -> IssueResult:
-        """An RA operator authorizes a PENDING_AUTHORIZATION order: it is issued now."""
+    def approve(
+        self,
+        order_id: str,
+        operator: str,
+        *,
+        given_name: str | None = None,
+        surname: str | None = None,
+    ) -> IssueResult:
+        """An RA operator authorizes a PENDING_AUTHORIZATION order: it is issued now.
+
+        The order does not keep the personal name given at submission: for a sponsor order
+        whose CSR does not carry it, the operator gives the validated name here.
+        """
         order = self.store.get_order(order_id)
         if order.status is not S.PENDING_AUTHORIZATION:
             raise OrderRefused(
@@ -219,7 +191,9 @@ class CertificateAuthority:
             order, csr, order.emails, None if order.validity == "default" else order.validity
         )
         self.store.transition(order_id, S.KEY_VALIDATION, "authorized", actor=operator)
-        return self._issue(self.store.get_order(order_id), csr, product, None, None, validated=True)
+        return self._issue(
+            self.store.get_order(order_id), csr, product, given_name, surname, validated=True
+        )
 
     def _checked(
         self,
@@ -233,7 +207,9 @@ class CertificateAuthority:
         product = self.settings.product(order.product)
         if account is None:
             self._refuse(order, f"unknown account {order.account!r}", "bad_identity")
-        if product is None or (account.products and product.id not in account.products):
+        if product is None:
+            self._refuse(order, f"unknown product {order.product!r}", "bad_identity")
+        if account.products and product.id not in account.products:
             self._refuse(
                 order,
                 f"product {order.product!r} is not available to account {order.account!r}",
@@ -344,6 +320,10 @@ class CertificateAuthority:
             self._refuse(order, str(exc), "bad_request")
         except CmcgateError as exc:
             self._refuse(order, f"CA error at {step.value}: {exc}", "internal")
+        except Exception as exc:  # noqa: BLE001 - an HSM/library failure: do not strand the order
+            self._refuse(
+                order, f"CA error at {step.value}: {type(exc).__name__}: {exc}", "internal"
+            )
         der = certificate.public_bytes(serialization.Encoding.DER)
         self.store.record_certificate(order.id, der)
         self.store.transition(order.id, S.POST_VALIDATION)
@@ -356,6 +336,7 @@ class CertificateAuthority:
                 by="ca",
                 comment="post-issuance lint failed",
             )
+            self.write_crl()
             self._refuse(order, f"post-issuance lint failed: {exc}", "internal")
         self.store.transition(order.id, S.FINALIZE_ISSUANCE)
         if product.publish_ldap and self.settings.ca.ldap is not None:

@@ -100,6 +100,8 @@ def _print_refusal(exc: Any) -> int:
 def cmd_issue(args: argparse.Namespace) -> int:
     from ca.authority import OrderRefused
 
+    if args.format != "pem" and not args.out:  # refuse before a certificate is issued
+        raise CaCliError(f"--format {args.format} is binary: give --out FILE")
     csr = _load_csr(_read(args.csr))
     with _open(args) as ca:
         try:
@@ -110,24 +112,19 @@ def cmd_issue(args: argparse.Namespace) -> int:
         except OrderRefused as exc:
             return _print_refusal(exc)
         order = result.order
-        for change in order.subject_changes:
-            print(
-                f"subject {change.field}: {change.requested!r} -> {change.applied!r}: {change.reason}"
-            )
+        for c in order.subject_changes:
+            print(f"subject {c.field}: {c.requested!r} -> {c.applied!r}: {c.reason}")
         if result.certificate is None:
-            print(
-                f"order {order.id} {order.status.value}: approve with `cmcgate ca approve {order.id}`"
-            )
+            status = order.status.value
+            print(f"order {order.id} {status}: approve with `cmcgate ca approve {order.id}`")
             return 0
         data = _output(
             result.certificate, () if args.format == "der" else result.chain, args.format
         )
         if args.out:
             Path(args.out).write_bytes(data)
-        elif args.format == "pem":
-            sys.stdout.write(data.decode())
         else:
-            raise CaCliError(f"--format {args.format} is binary: give --out FILE")
+            sys.stdout.write(data.decode())
         print(
             f"order {order.id} ISSUED serial {result.certificate.serial_number:x}", file=sys.stderr
         )
@@ -139,7 +136,9 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
     with _open(args) as ca:
         try:
-            result = ca.approve(args.order, args.operator)
+            result = ca.approve(
+                args.order, args.operator, given_name=args.given_name, surname=args.surname
+            )
         except OrderRefused as exc:
             return _print_refusal(exc)
         assert result.certificate is not None
@@ -163,9 +162,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     else:
         for row in rows:
             emails = ",".join(row["emails"])
-            print(
-                f"{row['serial']}  {row['status']:8}  {row['not_after'][:10]}  {emails}  {row['order']}"
-            )
+            status, until = row["status"], row["not_after"][:10]
+            print(f"{row['serial']}  {status:8}  {until}  {emails}  {row['order']}")
     return 0
 
 
@@ -216,14 +214,19 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_crl(args: argparse.Namespace) -> int:
+    from ca import crl as crl_module
+
     with _open(args) as ca:
-        crl = ca.crl()
-        ca.write_crl()
-    encoding = serialization.Encoding.PEM if args.pem else serialization.Encoding.DER
-    Path(args.out).write_bytes(crl.public_bytes(encoding))
-    print(
-        f"CRL with {len(list(crl))} entries, next update {crl.next_update_utc}, written to {args.out}"
-    )
+        crl = ca.root_crl() if args.root else ca.crl()
+        published = ca.settings.ca.directory / "crl" / ("root.crl" if args.root else "issuing.crl")
+        # one CRL (one CRL number) for both the served file and --out
+        crl_module.write_atomically(published, crl.public_bytes(serialization.Encoding.DER))
+    if args.out:
+        encoding = serialization.Encoding.PEM if args.pem else serialization.Encoding.DER
+        Path(args.out).write_bytes(crl.public_bytes(encoding))
+    entries = len(list(crl))
+    where = f"{published}" + (f" and {args.out}" if args.out else "")
+    print(f"CRL with {entries} entries, next update {crl.next_update_utc}, written to {where}")
     return 0
 
 
@@ -231,12 +234,13 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     from ca.audit import verify_audit
 
     with _open(args) as ca:
-        report = verify_audit(ca.store, hmac_key=ca.settings.ca.audit_hmac_key_file)
+        # the store holds the audit key read from ca.yaml's audit.hmac_key_file, if any
+        report = verify_audit(ca.store)
     if report.ok:
-        print(
-            f"audit log intact: {len(report.records) if hasattr(report.records, '__len__') else report.records} records"
-        )
+        mac = ", MACs checked" if report.mac_checked else ""
+        print(f"audit log intact: {report.records} records{mac}")
         return 0
+    print(f"audit log BROKEN: {len(report.problems)} problem(s)", file=sys.stderr)
     for problem in report.problems:
         print(problem)
     return 1
@@ -283,6 +287,8 @@ def register(subparsers: Any) -> None:
     p = add("approve", cmd_approve, "authorize an order waiting for approval")
     p.add_argument("order")
     p.add_argument("--operator", default=os.environ.get("USER", "operator"))
+    p.add_argument("--given-name", help="validated given name (sponsor orders)")
+    p.add_argument("--surname", help="validated surname (sponsor orders)")
 
     p = add("list", cmd_list, "list certificates")
     p.add_argument("--expiring-within", type=int, metavar="DAYS")
@@ -298,9 +304,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--comment")
     p.add_argument("--operator", default=os.environ.get("USER", "operator"))
 
-    p = add("crl", cmd_crl, "write the current CRL")
-    p.add_argument("--out", required=True)
-    p.add_argument("--pem", action="store_true")
+    p = add("crl", cmd_crl, "re-sign and publish the CRL (crl/issuing.crl or crl/root.crl)")
+    p.add_argument("--out", help="also write it here")
+    p.add_argument("--pem", action="store_true", help="--out in PEM (the served file is DER)")
+    p.add_argument("--root", action="store_true", help="the root CA's CRL instead")
 
     audit = sub.add_parser("audit", help="the tamper-evident audit log")
     audit_sub = audit.add_subparsers(dest="audit_command", metavar="COMMAND")

@@ -48,7 +48,7 @@ def initialise(
     *,
     key_backend: str = "pkcs11",
     pkcs11_module: str | None = None,
-    token_label: str = "cmcgate",
+    token_label: str = "cmcgate",  # noqa: S107 - a token label, not a secret
     pin_file: Path | None = None,
     key_type: KeyType = KeyType.RSA3072,
     force: bool = False,
