@@ -140,10 +140,21 @@ KEY_TYPES: dict[str, Callable[[], Any]] = {
 }
 
 
-def _enroll_csr(key: Any, email: str, name: str | None) -> x509.CertificateSigningRequest:
-    """Subject ``CN=<name or email>`` and SAN rfc822Name (the Totemo CN/E replacement)."""
-    subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, name or email)])
-    san = x509.SubjectAlternativeName([x509.RFC822Name(email)])
+def _enroll_csr(
+    key: Any, email: str, name: str | None, config_path: str | None = None
+) -> x509.CertificateSigningRequest:
+    """Subject from the configured certSubjectDN template (docs/configuration.md), else
+    ``CN=<name or email>``; SAN rfc822Name = the email (the Totemo CN/E replacement)."""
+    emails = [email]
+    if config_path:
+        from config.properties import load
+
+        pki = load(config_path).pki
+        assert pki is not None
+        subject, emails = pki.subject_for(email, name)
+    else:
+        subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, name or email)])
+    san = x509.SubjectAlternativeName([x509.RFC822Name(e) for e in emails])
     builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
     return builder.add_extension(san, critical=False).sign(key, hashes.SHA256())
 
@@ -153,10 +164,13 @@ def _connection(args: argparse.Namespace) -> tuple[TransportSettings, x509.Name 
     from cmc.transport import TransportSettings
 
     if args.config:
-        raise CliInputError(
-            "--config needs the properties loader (config.properties), which this build "
-            "lacks; give --url --p12 --p12-password-file --roots [--issuer-dn] instead"
-        )
+        from cmc.client_config import transport_settings
+        from config.properties import load
+
+        pki = load(args.config).pki
+        if pki is None:
+            raise CliInputError(f"{args.config}: security.pkiConnection.enabled is not true")
+        return transport_settings(pki), pki.issuer_dn
     missing = [flag for flag in ("url", "p12", "roots") if not getattr(args, flag)]
     if missing:
         raise CliInputError("cmc enroll needs --config or " + ", ".join(f"--{m}" for m in missing))
@@ -213,7 +227,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     key_out = Path(args.key_out or f"{args.email}.key.pem")
     cert_out = Path(args.cert_out or f"{args.email}.cert.pem")
     key = KEY_TYPES[args.key_type]()
-    csr = _enroll_csr(key, args.email, args.name)
+    csr = _enroll_csr(key, args.email, args.name, args.config)
     client = client_from_settings(
         settings, issuer_dn=issuer_dn, sign_with_access=not args.self_signed
     )

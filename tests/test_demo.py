@@ -35,7 +35,8 @@ def test_demo_delivers_a_message_that_openssl_decrypts_with_bobs_key_and_verifie
         capture_output=True, timeout=60, check=True,
     ).stdout  # fmt: skip
     verified = subprocess.run(
-        ["openssl", "cms", "-verify", "-CAfile", str(out / "ca-chain.pem"), "-purpose", "smimesign"],
+        ["openssl", "cms", "-verify", "-CAfile", str(out / "ca-chain.pem"),
+         "-purpose", "smimesign"],
         input=decrypted, capture_output=True, timeout=60,
     )  # fmt: skip
     assert verified.returncode == 0, verified.stderr

@@ -1,0 +1,72 @@
+"""From the Totemo-style configuration to a CMC client (the adapter the loader needs).
+
+``protocol + serverName + ":" + serverPort + url`` is the endpoint; ``requestType`` and
+``encodeRequestBase64`` pick the RFC 5273 variant; the access PKCS#12 is both the TLS client
+certificate and (by default) the signer of Full PKI Requests; the imported roots verify
+both the TLS server and the CMC response signer, as Totemo uses one set for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from cryptography import x509
+
+from cmc.client import CmcClient, client_from_settings
+from cmc.errors import CmcError
+from cmc.transport import TransportSettings
+from config.model import PkiConnection
+
+
+class PkiConfigError(CmcError):
+    """A file the PKI connection names cannot be read."""
+
+
+def _read(path: object, what: str) -> bytes:
+    try:
+        with open(str(path), "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise PkiConfigError(f"{path}: cannot read the {what}: {exc.strerror}") from None
+
+
+def trusted_roots(pki: PkiConnection) -> tuple[x509.Certificate, ...]:
+    roots: list[x509.Certificate] = []
+    for path in pki.trusted_roots:
+        try:
+            roots.extend(x509.load_pem_x509_certificates(_read(path, "trusted roots")))
+        except ValueError as exc:
+            raise PkiConfigError(f"{path}: no PEM certificates: {exc}") from None
+    return tuple(roots)
+
+
+def transport_settings(pki: PkiConnection) -> TransportSettings:
+    password = pki.access_password.read() if pki.access_password is not None else None
+    return TransportSettings(
+        url=pki.url,
+        method=pki.request_method,
+        encode_base64=pki.encode_base64,
+        access_p12=_read(pki.access_certificate, "access certificate (PKCS#12)"),
+        access_p12_password=password,
+        trust_anchors=trusted_roots(pki),
+        connect_timeout=pki.connect_timeout,
+        read_timeout=pki.read_timeout,
+        retries=pki.retries,
+        allow_insecure_http=pki.allow_insecure_http,
+    )
+
+
+def client_from_config(
+    pki: PkiConnection,
+    *,
+    sign_with_access: bool = True,
+    clock: Callable[[], datetime] | None = None,
+) -> CmcClient:
+    """A CMC client for the configured PKI (issuer checked against ``rfc2797.issuerDN``)."""
+    return client_from_settings(
+        transport_settings(pki),
+        issuer_dn=pki.issuer_dn,
+        sign_with_access=sign_with_access,
+        clock=clock,
+    )
