@@ -309,6 +309,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--pem", action="store_true", help="--out in PEM (the served file is DER)")
     p.add_argument("--root", action="store_true", help="the root CA's CRL instead")
 
+    from ca.server import register_service_commands
+
+    register_service_commands(sub)
+
     audit = sub.add_parser("audit", help="the tamper-evident audit log")
     audit_sub = audit.add_subparsers(dest="audit_command", metavar="COMMAND")
     p = audit_sub.add_parser("verify", help="check the hash chain; names any broken record")
