@@ -88,50 +88,39 @@ def partner_identity(now: datetime) -> tuple[x509.Certificate, rsa.RSAPrivateKey
     return prepared.sign(ca_key), bob_key, root
 
 
-class InProcessCmc:
-    """The CA's CMC server half, called without HTTP (``send`` like an RFC 5273 transport)."""
-
-    def __init__(self, authority: Any, account: str, product: str) -> None:
-        self.authority = authority
-        self.account = account
-        self.product = product
-        self.last_order: str | None = None
-
-    def send(self, body: bytes, *, full: bool) -> bytes:
-        from cmc.messages import (
-            CMCStatus,
-            FullPKIRequest,
-            Signer,
-            StatusInfo,
-            build_full_response,
-            parse_request,
-            verify_request,
-        )
-
-        request = parse_request(body)
-        assert isinstance(request, FullPKIRequest)
-        verify_request(request)
-        tagged = request.pki_data.requests[0]
-        csr = tagged.csr  # type: ignore[union-attr]
-        result = self.authority.submit(
-            csr.public_bytes(serialization.Encoding.DER), self.account, self.product, "1y",
-            requested_by="cmc:demo-gateway", transaction_id=request.transaction_id,
-            sender_nonce=request.sender_nonce,
-        )  # fmt: skip
-        self.last_order = result.order.id
-        ca = self.authority
-        signer = Signer(
-            ca.keys.load(ca.settings.ca.issuing.key_label), ca.issuing_cert, (ca.root_cert,)
-        )
-        return build_full_response(
-            signer=signer,
-            statuses=[StatusInfo(CMCStatus.SUCCESS, (tagged.body_part_id,))],
-            request=request,
-            certificates=[result.certificate, *result.chain],
-        ).der
-
-    def close(self) -> None:
-        pass
+def write_properties(
+    work: Path, https_port: int, issuer: str, p12: Path, password: Path, token: Any
+) -> Path:
+    """The gateway's properties, PKI part exactly in the form of the SwissSign/Totemo seed."""
+    path = work / "gateway.properties"
+    path.write_text(
+        "# PKI connection as a Totemo admin pastes it (reference 000), pointing at the bundled CA\n"
+        "connection.ssl.protocol=https://\n"
+        "connection.ssl.serverName=localhost\n"
+        f"connection.ssl.serverPort={https_port}\n"
+        "connection.ssl.url=/ws/cmc?account=example.ra&product=example-silver&validity=1y\n"
+        "security.pkiConnection.rfc2797.requestType=POST\n"
+        "security.pkiConnection.rfc2797.encodeRequestBase64=false\n"
+        "security.pkiConnection.type=rfc2797\n"
+        f"security.pkiConnection.rfc2797.issuerDN={issuer}\n"
+        "security.pkiConnection.getFromPKIForNewIntUsers=true\n"
+        "security.pkiConnection.getFromPKIForNewRecipients=true\n"
+        "security.pkiConnection.certSubjectDN=/CN=Secure Mail: Gateway Certificate \n"
+        "security.pkiConnection.enabled=true\n"
+        "# what Totemo keeps in its GUI: access certificate (P12) and the imported root\n"
+        f"cmcgate.pki.accessCertificate={p12}\n"
+        f"cmcgate.pki.accessCertificatePasswordFile={password}\n"
+        f"cmcgate.pki.trustedRoots={work / 'ca' / 'root-ca.pem'}\n"
+        "cmcgate.gateway.internalDomains=example.org\n"
+        "cmcgate.policy.sign=always\n"
+        "cmcgate.policy.encrypt=allow\n"
+        "# users' keys on the HSM token\n"
+        "cmcgate.keys.backend=pkcs11\n"
+        f"cmcgate.keys.module={token.module_path}\n"
+        f"cmcgate.keys.tokenLabel={token.token_label}\n"
+        f"cmcgate.keys.pinFile={token.pin_file}\n"
+    )
+    return path
 
 
 def _openssl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -151,11 +140,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _demo(work: Path, out: Path, step: Steps) -> None:  # noqa: PLR0915 - a story, told in order
-    from ca.authority import CertificateAuthority
     from ca.init import initialise
     from ca.keys import KeyType
     from ca.keys.softhsm import softhsm_token_context
-    from cmc.client import CmcClient
+    from ca.server import CaService, ServiceThread
+    from ca.service_certs import issue_access_certificate
+    from cmc.client_config import client_from_config
+    from config.properties import load
     from gateway.devservices import Slapd, SmtpSink, free_port
     from gateway.keystore import KeyStore
     from gateway.pipeline import PipelineSettings, SmimePipeline
@@ -174,15 +165,32 @@ def _demo(work: Path, out: Path, step: Steps) -> None:  # noqa: PLR0915 - a stor
         )
 
         step("bundled CA: root + S/MIME issuing CA with keys generated on the token")
+        http_port = free_port()
         initialise(
             work / "ca", key_backend="pkcs11", pkcs11_module=token.module_path,
             token_label=token.token_label, pin_file=token.pin_file, key_type=KeyType.RSA3072,
             progress=step.detail, account_id="example.ra", organisation_name="Example Org",
             country="CH", email_domains=("example.org",), product_id="example-silver",
+            base_url=f"http://127.0.0.1:{http_port}",
         )  # fmt: skip
-        authority = CertificateAuthority.open(work / "ca" / "ca.yaml")
+        service = CaService(work / "ca", https=("127.0.0.1", 0), http=("127.0.0.1", http_port))
+        ca_thread = ServiceThread(service)
+        ca_thread.start()
+        authority = service.ca
+        step.detail(
+            f"CMC endpoint https://localhost:{service.https_port}/ws/cmc (client certificates"
+            f" required); CRL and CA certificates on http://127.0.0.1:{http_port}"
+        )
         chain_pem = authority.issuing_cert.public_bytes(PEM) + authority.root_cert.public_bytes(PEM)
         _write(out / "ca-chain.pem", chain_pem)
+        password = _write(work / "access.pass", b"demo-access-secret\n")
+        access = issue_access_certificate(authority, "example.ra", b"demo-access-secret")
+        p12 = _write(work / "access.p12", access.p12)
+        issuer = authority.issuing_cert.subject.rfc4514_string()
+        properties = write_properties(work, service.https_port, issuer, p12, password, token)
+        shutil.copy(properties, out / "gateway.properties")
+        account_dn = access.certificate.subject.rfc4514_string()
+        step.detail(f"access certificate (P12) for account example.ra: {account_dn}")
 
         step(f"{BOB}'s certificate (from his own CA) is published in the directory")
         bob_cert, bob_key, partner_root = partner_identity(now)
@@ -202,35 +210,30 @@ def _demo(work: Path, out: Path, step: Steps) -> None:  # noqa: PLR0915 - a stor
         try:
             step(f"{ALICE} is new: key pair on the token, CMC Full PKI Request, certificate issued")
             alice_key = keys.generate_for(ALICE, KeyType.RSA2048)
+            pki = load(properties).pki
+            assert pki is not None
+            subject, emails = pki.subject_for(ALICE, "Alice Example")
             csr = (
                 x509.CertificateSigningRequestBuilder()
-                .subject_name(
-                    x509.Name(
-                        [
-                            x509.NameAttribute(
-                                NameOID.COMMON_NAME, "Secure Mail: Gateway Certificate"
-                            )
-                        ]
-                    )
-                )
+                .subject_name(subject)
                 .add_extension(
-                    x509.SubjectAlternativeName([x509.RFC822Name(ALICE)]), critical=False
+                    x509.SubjectAlternativeName([x509.RFC822Name(e) for e in emails]),
+                    critical=False,
                 )
                 .sign(alice_key, hashes.SHA256())
             )
-            cmc = InProcessCmc(authority, "example.ra", "example-silver")
-            client = CmcClient(
-                cmc, trust_anchors=(authority.root_cert,), issuer_dn=authority.issuing_cert.subject
-            )
-            enrolled = client.enroll(csr, alice_key)
+            with client_from_config(pki) as client:
+                enrolled = client.enroll(csr, alice_key)
             alice_cert = enrolled.certificate
+            [order] = authority.store.find_orders(transaction_id=enrolled.transaction_id)
             step.detail(
-                f"order {cmc.last_order}: serial {alice_cert.serial_number:x},"
-                f" subject {alice_cert.subject.rfc4514_string()}"
+                f"CMC over HTTPS: order {order.id} {order.status.value}, serial"
+                f" {alice_cert.serial_number:x}, subject {alice_cert.subject.rfc4514_string()}"
             )
-            step.detail(
-                "(CMC server half called in-process; the HTTPS CMC endpoint is the CA server issue)"
-            )
+            for change in order.subject_changes:
+                step.detail(
+                    f"CA changed {change.field}: {change.requested!r} -> {change.applied!r}"
+                )
             _write(out / "alice.cert.pem", alice_cert.public_bytes(PEM))
             store.add(
                 alice_cert, Source.PKI, key_label=keys.find_label(ALICE, alice_key.public_key())
@@ -298,7 +301,7 @@ def _demo(work: Path, out: Path, step: Steps) -> None:  # noqa: PLR0915 - a stor
         finally:
             keys.close()
             store.close()
-            authority.close()
+            ca_thread.stop()
 
         step("proof: openssl cms -decrypt with bob's key, then -verify against the CA chain")
         decrypted = out / "decrypted.eml"
