@@ -10,10 +10,8 @@ on the busy timeout instead of failing when a read lock cannot be upgraded.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import (
-    DateTime,
     Engine,
     ForeignKey,
     Index,
@@ -22,36 +20,14 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    create_engine,
-    event,
 )
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
 
 from ca.store_model import StoreError
+from config.database import make_engines as shared_make_engines
+from config.database import utc_datetime_type
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
-_IMMEDIATE = "cmcgate_immediate"
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes in, aware UTC datetimes out; naive UTC in the column."""
-
-    impl = DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise StoreError("naive datetime handed to the store: use timezone-aware UTC")
-        return value.astimezone(UTC).replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+UtcDateTime = utc_datetime_type(StoreError)
 
 
 def utcnow() -> datetime:
@@ -201,41 +177,4 @@ def default_dsn(ca_dir: str) -> str:
 
 def make_engines(dsn: str) -> tuple[Engine, Engine]:
     """(read engine, write engine) sharing one pool; the write one begins IMMEDIATE on SQLite."""
-    try:
-        engine = create_engine(dsn, pool_pre_ping=not dsn.startswith("sqlite"))
-    except (ArgumentError, NoSuchModuleError, ImportError) as ex:
-        raise StoreError(f"cannot use database {redact_dsn(dsn)}: {ex}") from ex
-    if engine.dialect.name == "sqlite":
-        _configure_sqlite(engine)
-    return engine, engine.execution_options(**{_IMMEDIATE: True})
-
-
-def _configure_sqlite(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's own BEGIN is deferred)
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA foreign_keys = ON")
-            if engine.url.database not in (None, "", ":memory:"):
-                cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = NORMAL")
-        finally:
-            cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        immediate = conn.get_execution_options().get(_IMMEDIATE)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
-def redact_dsn(dsn: str) -> str:
-    """The DSN without a password, for messages."""
-    head, sep, tail = dsn.partition("://")
-    if not sep or "@" not in tail:
-        return dsn
-    creds, _, host = tail.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{head}://{user}:***@{host}"
+    return shared_make_engines(dsn, StoreError)

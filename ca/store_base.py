@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca.audit import AuditEvent, append_in_session
-from ca.db import CertificateEmailRow, CertificateRow, JobRow, OrderRow, redact_dsn
+from ca.db import CertificateEmailRow, CertificateRow, JobRow, OrderRow
 from ca.store_model import (
     CertificateStatus,
     CertificateView,
@@ -33,6 +33,7 @@ from ca.store_model import (
     StoreError,
     SubjectChange,
 )
+from config.database import redact_dsn
 
 
 class StoreBase:

@@ -14,47 +14,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from sqlalchemy import (
     Boolean,
-    DateTime,
     Engine,
     ForeignKey,
     Integer,
     LargeBinary,
     String,
     UniqueConstraint,
-    create_engine,
-    event,
 )
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
-from sqlalchemy.types import TypeDecorator
 
+from config.database import make_engines as shared_make_engines
+from config.database import utc_datetime_type
 from gateway.store_models import StoreError
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
-_IMMEDIATE = "cmcgate_gateway_immediate"
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes in, aware UTC datetimes out; naive UTC in the column."""
-
-    impl = DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise StoreError("naive datetime handed to the store: use timezone-aware UTC")
-        return value.astimezone(UTC).replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+UtcDateTime = utc_datetime_type(StoreError)
 
 
 class Base(DeclarativeBase):
@@ -133,36 +111,7 @@ class MissingRecipientRow(Base):
 
 def make_engines(dsn: str) -> tuple[Engine, Engine]:
     """(read engine, write engine) sharing one pool; the write one begins IMMEDIATE on SQLite."""
-    try:
-        engine = create_engine(dsn)
-    except (ArgumentError, NoSuchModuleError) as ex:
-        raise StoreError(f"invalid gateway store DSN {dsn!r}: {ex}") from ex
-    except ImportError as ex:
-        raise StoreError(f"no database driver for {dsn!r}: {ex}") from ex
-    if engine.dialect.name == "sqlite":
-        _sqlite_setup(engine, in_memory=engine.url.database in (None, "", ":memory:"))
-    return engine, engine.execution_options(**{_IMMEDIATE: True})
-
-
-def _sqlite_setup(engine: Engine, *, in_memory: bool) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # pysqlite's own implicit BEGIN is deferred: let the "begin" event below emit it
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA foreign_keys = ON")
-            if not in_memory:
-                cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = NORMAL")
-        finally:
-            cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        immediate = conn.get_execution_options().get(_IMMEDIATE)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    return shared_make_engines(dsn, StoreError)
 
 
 def default_dsn(directory: str) -> str:
