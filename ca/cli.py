@@ -309,9 +309,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--pem", action="store_true", help="--out in PEM (the served file is DER)")
     p.add_argument("--root", action="store_true", help="the root CA's CRL instead")
 
+    from ca.publisher import register_publish_command
     from ca.server import register_service_commands
 
     register_service_commands(sub)
+    register_publish_command(sub)
 
     audit = sub.add_parser("audit", help="the tamper-evident audit log")
     audit_sub = audit.add_subparsers(dest="audit_command", metavar="COMMAND")

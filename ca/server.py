@@ -238,6 +238,9 @@ class CaService:
             coalesce=True,
             max_instances=1,
         )
+        from ca.publisher import schedule_publisher
+
+        schedule_publisher(scheduler, lambda: self.ca)  # LDAP publication, when ca.ldap is set
         extra = getattr(self, "extra_jobs", None)
         if extra is not None:
             extra(scheduler, self)
