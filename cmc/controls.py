@@ -248,12 +248,23 @@ def _without_none(**fields: Any) -> dict[str, Any]:
     return {key: value for key, value in fields.items() if value is not None}
 
 
+def crl_reason_name(reason: str) -> str:
+    """asn1crypto's name for a CRLReason given as RFC 5280 (``keyCompromise``) or asn1crypto
+    (``key_compromise``) spelling; unknown names raise MalformedMessage."""
+    snake = "".join("_" + c.lower() if c.isupper() else c for c in reason.strip()).lstrip("_")
+    for spelled, native in (("c_a_", "ca_"), ("a_a_", "aa_"), ("c_r_l", "crl")):
+        snake = snake.replace(spelled, native)
+    if snake not in set(crl.CRLReason._map.values()):
+        raise MalformedMessage(f"unknown CRL reason {reason!r}")
+    return snake
+
+
 def _revoke_asn1(value: RevokeRequest) -> Any:
     return asn1.RevokeRequest(
         _without_none(
             issuer_name=name_to_asn1(value.issuer),
             serial_number=value.serial_number,
-            reason=crl.CRLReason(value.reason),
+            reason=crl.CRLReason(crl_reason_name(value.reason)),
             invalidity_date=value.invalidity_date,
             passphrase=value.passphrase,
             comment=value.comment,
