@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 
 from ca import crl as crl_module
 from ca.authority_checks import csr_emails, public_key_type, shared_linter, uses_internal_urls
-from ca.keys import KeyBackend, backend_from_settings
+from ca.keys import KeyBackend, KeyBackendError, backend_from_settings
 from ca.lint import DEVELOPMENT_IGNORED_CODES, LintFailed
 from ca.profiles import build_tbs, check_public_key
 from ca.profiles_errors import EmailNotAllowed, KeyNotAllowed, ProfileError, ValidityTooLong
@@ -30,7 +30,14 @@ from ca.profiles_types import CaEndpoints, IssuanceRequest, Organization
 from ca.settings import load_ca_settings
 from ca.settings_types import Approval, CaSettings, ProductSettings, Validity
 from ca.store import Store
-from ca.store_model import CertificateView, OrderStatus, OrderView, RevocationView, SubjectChange
+from ca.store_model import (
+    CertificateView,
+    OrderStatus,
+    OrderView,
+    RevocationView,
+    StoreError,
+    SubjectChange,
+)
 from config.errors import CmcgateError
 
 S = OrderStatus
@@ -50,7 +57,7 @@ class OrderRefused(CmcgateError):
 
     Categories: ``bad_request`` (malformed or not allowed), ``bad_identity`` (account,
     product or email not authorised), ``pop_failed`` (CSR signature), ``bad_alg`` (key type),
-    ``internal`` (the CA itself failed).
+    ``unavailable`` (HSM or database down: try later), ``internal`` (the CA itself failed).
     """
 
     def __init__(self, message: str, *, category: str, order_id: str | None = None) -> None:
@@ -318,6 +325,8 @@ class CertificateAuthority:
             self._refuse(order, f"pre-issuance lint failed: {exc}", "bad_request")
         except ProfileError as exc:
             self._refuse(order, str(exc), "bad_request")
+        except (KeyBackendError, StoreError) as exc:
+            self._refuse(order, f"CA back end unavailable at {step.value}: {exc}", "unavailable")
         except CmcgateError as exc:
             self._refuse(order, f"CA error at {step.value}: {exc}", "internal")
         except Exception as exc:  # noqa: BLE001 - an HSM/library failure: do not strand the order

@@ -88,7 +88,8 @@ def unexpected(exc: BaseException) -> Refusal:
     if isinstance(exc, Refusal):
         return exc
     cause = exc.__context__ if isinstance(exc, OrderRefused) else exc
-    if isinstance(cause, KeyBackendError | StoreError) and not isinstance(cause, OrderRefused):
+    unavailable = isinstance(exc, OrderRefused) and exc.category == "unavailable"
+    if unavailable or isinstance(cause, KeyBackendError | StoreError):
         log.warning("CA back end unavailable: %s", cause)
         return Refusal(F.TRY_LATER, "the CA's key store or database is unavailable; try later")
     if isinstance(exc, OrderRefused):
