@@ -192,9 +192,15 @@ class SmimePipeline:
         identity = None
         signed = kind in ("signed", "opaque-signed")
         if internal_sender and wants_sign and not signed:
-            identity = await self.certificates.signing_identity(sender)
+            must_sign = any(m[0] is SignMode.ALWAYS for m in modes.values())
+            identity = await self._signing_identity(sender, required=must_sign)
         looked_up = [r for r in recipients if modes[r][1] is not EncryptMode.NEVER]
-        found = await asyncio.gather(*(self._encryption_cert(r) for r in looked_up))
+        found = await asyncio.gather(
+            *(
+                self._encryption_cert(r, required=modes[r][1] is EncryptMode.MANDATORY)
+                for r in looked_up
+            )
+        )
         certs = {r: c for r, c in zip(looked_up, found, strict=True) if c is not None}
         decisions = decide(
             policy,
@@ -270,8 +276,29 @@ class SmimePipeline:
                 actions = [*actions, "no-dkim"]
         return Copy(tuple(recipients), content, ("outbound", *actions))
 
-    async def _encryption_cert(self, email: str) -> x509.Certificate | None:
-        cert = await self.certificates.encryption_certificate(email)
+    async def _signing_identity(self, sender: str, *, required: bool) -> SigningIdentity | None:
+        """The sender's key and certificate; a temporary failure (CA down, enrolment pending)
+        is a 4xx only when signing is mandatory ("sign: always"), else the mail goes unsigned."""
+        try:
+            return await self.certificates.signing_identity(sender)
+        except TemporaryFailure as exc:
+            if required:
+                raise
+            log.warning("no signing certificate for %s yet (%s): sending unsigned", sender, exc)
+            return None
+
+    async def _encryption_cert(
+        self, email: str, *, required: bool = False
+    ) -> x509.Certificate | None:
+        """The recipient's certificate; a directory that is down only matters (4xx) when
+        encryption is mandatory for this recipient ("encrypt: allow" sends without)."""
+        try:
+            cert = await self.certificates.encryption_certificate(email)
+        except TemporaryFailure as exc:
+            if required:
+                raise
+            log.warning("certificate lookup for %s failed (%s): not encrypting for it", email, exc)
+            return None
         if cert is not None and not isinstance(cert.public_key(), rsa.RSAPublicKey):
             log.info("certificate for %s has no RSA key: not usable for encryption", email)
             return None

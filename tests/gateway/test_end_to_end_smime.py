@@ -385,16 +385,32 @@ def test_dkim_is_applied_last_and_verifies_with_dkimpy_on_the_encrypted_mail(
     assert gateway.metrics.count("outbound", "sign+encrypt+dkim", "accepted") == 1
 
 
-def test_a_lookup_that_fails_temporarily_gives_4xx_and_the_sink_gets_nothing(
+def test_a_lookup_that_fails_temporarily_gives_4xx_when_encryption_is_mandatory(
     make_gateway, smtp_sink, pki
 ):
     ca, _ = pki
     who = people(ca)
     certificates = MemoryCertificates([who["alice"]], failing=["bob@partner.example"])
-    gateway = make_gateway(certificates)
+    mandatory = Policy(
+        rules=(Rule(Scope.RECIPIENT, "partner.example", encrypt=EncryptMode.MANDATORY),)
+    )
+    gateway = make_gateway(certificates, mandatory)
     with pytest.raises(smtplib.SMTPDataError) as refused:
         gateway.send("alice@example.org", ["bob@partner.example", "carol@partner.example"], PLAIN)
     assert refused.value.smtp_code == 451
     error = refused.value.smtp_error
     assert isinstance(error, bytes) and error.startswith(b"4.4.3")
     assert smtp_sink.received() == []
+
+
+def test_a_lookup_that_fails_temporarily_with_encrypt_allow_sends_signed_only(
+    make_gateway, smtp_sink, pki
+):
+    ca, _ = pki
+    who = people(ca)
+    certificates = MemoryCertificates([who["alice"]], failing=["bob@partner.example"])
+    gateway = make_gateway(certificates)
+    gateway.send("alice@example.org", ["bob@partner.example"], PLAIN)
+    [received] = smtp_sink.received()
+    assert b"multipart/signed" in received.content
+    assert b"enveloped-data" not in received.content

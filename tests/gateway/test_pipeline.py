@@ -176,10 +176,21 @@ async def test_quarantine_that_cannot_be_written_gives_451(tmp_path: Path):
     assert reply.code == 451 and reply.text.startswith("4.3.0")
 
 
-async def test_enrolment_that_fails_temporarily_gives_451():
+async def test_enrolment_that_fails_temporarily_gives_451_when_signing_is_mandatory():
     certificates = MemoryCertificates(WHO.values(), failing=["alice@example.org"])
-    reply = await refused(pipeline(certificates), mail("alice@example.org", "bob@partner.example"))
+    always = Policy(default_sign=SignMode.ALWAYS)
+    reply = await refused(
+        pipeline(certificates, always), mail("alice@example.org", "bob@partner.example")
+    )
     assert reply.code == 451 and reply.text.startswith("4.4.3")
+
+
+async def test_enrolment_that_fails_temporarily_with_sign_allow_sends_unsigned():
+    certificates = MemoryCertificates(WHO.values(), failing=["alice@example.org"])
+    allow = Policy(default_sign=SignMode.ALLOW, default_encrypt=EncryptMode.NEVER)
+    [copy] = await pipeline(certificates, allow)(mail("alice@example.org", "bob@partner.example"))
+    assert "sign" not in copy.actions
+    assert copy.content == PLAIN
 
 
 async def test_hsm_session_failure_gives_451():
