@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from config.build_pki import secret_ref
@@ -96,6 +97,8 @@ def build_gateway(p: Props) -> GatewaySettings:
         allowed_networks=p.get(G + "allowedNetworks", _networks, defaults),
         auth_users_file=p.get_path(G + "authUsersFile"),
         authenticated_may_relay=p.get(G + "authenticatedMayRelay", parse_bool, True),
+        state_dir=p.get_path(G + "stateDir") or Path("/var/lib/cmcgate/state"),
+        trusted_roots=p.get_paths(G + "trustedRoots"),
     )
 
 

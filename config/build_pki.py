@@ -23,7 +23,6 @@ from config.values import (
     parse_port,
     parse_seconds,
     shown,
-    split_list,
 )
 
 PROTOCOL = "connection.ssl.protocol"
@@ -181,11 +180,7 @@ def build_pki(p: Props) -> PkiConnection | None:
     password = secret_ref(
         p, P + "accessCertificatePasswordFile", P + "accessCertificatePasswordEnv"
     )
-    roots = p.get(
-        P + "trustedRoots",
-        lambda v: tuple(parse_path(item, p.base_dir) for item in split_list(v)),
-        (),
-    )
+    roots = p.get_paths(P + "trustedRoots")
     connect = p.get(P + "connectTimeout", parse_seconds, 10.0)
     read = p.get(P + "readTimeout", parse_seconds, 60.0)
     retries = p.get(P + "retries", lambda v: parse_int(v, minimum=1, maximum=10), 3)

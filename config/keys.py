@@ -59,6 +59,8 @@ OWN_KEYS = (
     "cmcgate.gateway.allowedNetworks",
     "cmcgate.gateway.authUsersFile",
     "cmcgate.gateway.authenticatedMayRelay",
+    "cmcgate.gateway.stateDir",
+    "cmcgate.gateway.trustedRoots",
     "cmcgate.policy.file",
     "cmcgate.policy.sign",
     "cmcgate.policy.encrypt",

@@ -135,6 +135,10 @@ class GatewaySettings:
     allowed_networks: tuple[IPNetwork, ...] = ()
     auth_users_file: Path | None = None
     authenticated_may_relay: bool = True
+    #: enrolment state (pending CMC requests, key-pool claims) and the quarantine
+    state_dir: Path = Path("/var/lib/cmcgate/state")
+    #: anchors for verifying inbound signatures and recipients' certificates (besides the PKI's)
+    trusted_roots: tuple[Path, ...] = ()
 
     def is_internal(self, address: str) -> bool:
         domain = address.rpartition("@")[2].lower()

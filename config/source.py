@@ -13,7 +13,7 @@ from typing import TypeVar
 from config.errors import ConfigIssue, DnError, Severity
 from config.keys import classify
 from config.reader import Entry
-from config.values import ValueProblem, parse_path
+from config.values import ValueProblem, parse_path, split_list
 
 T = TypeVar("T")
 D = TypeVar("D")
@@ -104,6 +104,12 @@ class Props:
     def get_path(self, key: str) -> Path | None:
         """A path value; relative paths are relative to the file's directory."""
         return self.get(key, lambda value: parse_path(value, self.base_dir), None)
+
+    def get_paths(self, key: str) -> tuple[Path, ...]:
+        """A comma-separated list of paths, each relative to the file's directory."""
+        return self.get(
+            key, lambda v: tuple(parse_path(item, self.base_dir) for item in split_list(v)), ()
+        )
 
     def family(self, prefix: str) -> list[str]:
         """Known keys under ``prefix`` in file order."""

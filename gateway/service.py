@@ -13,6 +13,7 @@ import signal
 import ssl
 import threading
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from config.errors import CmcgateError
 from config.model import Config, NextHopTls
 from gateway.dkim import DkimKey
 from gateway.metrics import Metrics
-from gateway.pipeline import PipelineSettings, SmimePipeline
+from gateway.pipeline import Certificates, PipelineSettings, SmimePipeline
 from gateway.quarantine import Quarantine
 from gateway.relay import NextHop
 from gateway.server import FrontSettings, GatewayHandler, start_front
@@ -63,8 +64,16 @@ def dkim_keys(config: Config) -> tuple[DkimKey, ...]:
     return tuple(keys)
 
 
+def trust_anchors(config: Config) -> tuple[x509.Certificate, ...]:
+    """The gateway's trust store: its own roots plus the PKI's imported roots."""
+    paths = config.gateway.trusted_roots
+    if config.pki is not None:
+        paths = (*paths, *config.pki.trusted_roots)
+    return _read_certs(paths)
+
+
 def pipeline_settings(config: Config) -> PipelineSettings:
-    anchors = _read_certs(config.pki.trusted_roots) if config.pki is not None else ()
+    anchors = trust_anchors(config)
     return PipelineSettings(
         internal_domains=config.gateway.internal_domains,
         policy=config.policy,
@@ -110,6 +119,68 @@ def server_tls(config: Config) -> ssl.SSLContext | None:
 
 
 @dataclass
+class Broker:
+    """Where certificates come from: the store, then (when configured) LDAP directories for
+    recipients and CMC enrolment for internal senders, with renewal and pending polls
+    scheduled in the background (APScheduler)."""
+
+    certificates: Certificates
+    lookup: Any = None
+    enroller: Any = None
+    scheduler: Any = None
+
+    @classmethod
+    def start(cls, config: Config, stores: GatewayStores) -> Broker:
+        certificates: Certificates = StoreCertificates(stores.certs, stores.require_keys())
+        broker = cls(certificates)
+        pki = config.pki
+        try:
+            directories = config.lookup.directories
+            if directories:
+                from gateway.lookup import LookupCertificates, RecipientLookup
+
+                broker.lookup = RecipientLookup(
+                    stores.certs, directories, trust_anchors=trust_anchors(config),
+                    negative_ttl=timedelta(seconds=config.lookup.negative_cache_ttl),
+                )  # fmt: skip
+                broker.certificates = LookupCertificates(broker.certificates, broker.lookup)
+            if pki is not None and pki.enrol_internal_users:
+                from apscheduler.schedulers.background import BackgroundScheduler
+
+                from cmc.client_config import client_from_config
+                from gateway import renewal
+                from gateway.enrolment import Enroller, EnrollingCertificates
+
+                broker.enroller = Enroller(
+                    stores.certs, stores.require_keys(), lambda: client_from_config(pki), pki,
+                    config.enrolment, state_dir=config.gateway.state_dir,
+                ).start()  # fmt: skip
+                broker.certificates = EnrollingCertificates(
+                    broker.certificates, broker.enroller,
+                    internal_domains=config.gateway.internal_domains,
+                )  # fmt: skip
+                renewer = renewal.Renewer(
+                    stores.certs, broker.enroller, config.enrolment,
+                    internal_domains=config.gateway.internal_domains,
+                )  # fmt: skip
+                broker.scheduler = BackgroundScheduler(timezone="UTC")
+                renewal.schedule(broker.scheduler, broker.enroller, renewer)
+                broker.scheduler.start()
+        except BaseException:
+            broker.close()
+            raise
+        return broker
+
+    def close(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+        if self.enroller is not None:
+            self.enroller.close()
+        if self.lookup is not None:
+            self.lookup.close()
+
+
+@dataclass
 class RunningGateway:
     """A started gateway; :meth:`apply` swaps in a reloaded configuration."""
 
@@ -119,6 +190,7 @@ class RunningGateway:
     controller: Any
     metrics: Metrics
     quarantine: Quarantine | None
+    broker: Broker
 
     def apply(self, config: Config) -> None:
         pipeline = SmimePipeline(
@@ -131,11 +203,12 @@ class RunningGateway:
         self.config = config
         log.info("configuration applied from %s", config.source)
 
-    def _certificates(self) -> StoreCertificates:
-        return StoreCertificates(self.stores.certs, self.stores.require_keys())
+    def _certificates(self) -> Certificates:
+        return self.broker.certificates
 
     def stop(self) -> None:
         self.controller.stop()
+        self.broker.close()
         self.stores.close()
 
 
@@ -144,9 +217,11 @@ def start(config: Config, *, quarantine_dir: Path | None = None) -> RunningGatew
     stores = stores_for(config)
     try:
         metrics = Metrics(internal_domains=config.gateway.internal_domains)
-        quarantine = Quarantine(quarantine_dir) if quarantine_dir is not None else None
-        certificates = StoreCertificates(stores.certs, stores.require_keys())
-        pipeline = SmimePipeline(pipeline_settings(config), certificates, quarantine=quarantine)
+        quarantine = Quarantine(quarantine_dir or config.gateway.state_dir / "quarantine")
+        broker = Broker.start(config, stores)
+        pipeline = SmimePipeline(
+            pipeline_settings(config), broker.certificates, quarantine=quarantine
+        )
         handler = GatewayHandler(
             next_hop(config), metrics.timed(pipeline), front_settings(config), metrics.on_result
         )
@@ -159,13 +234,15 @@ def start(config: Config, *, quarantine_dir: Path | None = None) -> RunningGatew
             require_starttls=config.gateway.require_starttls,
         )
     except BaseException:
+        if "broker" in locals():
+            broker.close()
         stores.close()
         raise
     if config.metrics_listen is not None:
         from prometheus_client import start_http_server
 
         start_http_server(config.metrics_listen.port, config.metrics_listen.host, metrics.registry)
-    return RunningGateway(config, stores, handler, controller, metrics, quarantine)
+    return RunningGateway(config, stores, handler, controller, metrics, quarantine, broker)
 
 
 def run(config_path: Path, *, quarantine_dir: Path | None = None) -> int:

@@ -63,6 +63,7 @@ def write_config(path: Path, port: int, sink_port: int, tmp: Path, policy: str) 
         "cmcgate.keys.backend=software\n"
         f"cmcgate.keys.directory={tmp / 'keys'}\n"
         f"cmcgate.keys.passphraseFile={tmp / 'keys.pass'}\n"
+        f"cmcgate.gateway.stateDir={tmp / 'state'}\n"
     )
 
 
