@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
@@ -64,8 +64,12 @@ def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
     return key.private_bytes(PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
-def partner_identity(now: datetime) -> tuple[x509.Certificate, rsa.RSAPrivateKey, x509.Certificate]:
-    """Bob's certificate from his own organisation's CA (an external PKI, software keys)."""
+def partner_identity(
+    now: datetime, crl_url: str, crl_path: Path
+) -> tuple[x509.Certificate, rsa.RSAPrivateKey, x509.Certificate]:
+    """Bob's certificate from his own organisation's CA (an external PKI, software keys); the
+    partner CA's (empty) CRL is written to ``crl_path``, served at ``crl_url``."""
+    from ca.crl import build_crl, write_atomically
     from ca.hierarchy import build_root_ca, ca_name
     from ca.profiles import build_tbs
     from ca.profiles_types import CaEndpoints, IssuanceRequest, Organization
@@ -81,15 +85,25 @@ def partner_identity(now: datetime) -> tuple[x509.Certificate, rsa.RSAPrivateKey
         validity=timedelta(days=365),
     )
     organisation = Organization("Partner Example", None, "DE", ("partner.example",))
-    endpoints = CaEndpoints(
-        "http://pki.partner.example/ca.crl", "http://pki.partner.example/ca.cer"
-    )
+    endpoints = CaEndpoints(crl_url, crl_url.replace(".crl", ".cer"))
     prepared = build_tbs(Profile.MAILBOX, request, organisation, root, endpoints, now=now)
+    crl = build_crl(root, ca_key, [], now=now, next_update=timedelta(days=7))
+    write_atomically(crl_path, crl.public_bytes(serialization.Encoding.DER))
     return prepared.sign(ca_key), bob_key, root
 
 
 def write_properties(
-    work: Path, https_port: int, issuer: str, p12: Path, password: Path, token: Any
+    work: Path,
+    https_port: int,
+    issuer: str,
+    p12: Path,
+    password: Path,
+    token: Any,
+    *,
+    sink_port: int,
+    ldap_url: str,
+    ldap_base: str,
+    partner_root: Path,
 ) -> Path:
     """The gateway's properties, PKI part exactly in the form of the SwissSign/Totemo seed."""
     path = work / "gateway.properties"
@@ -119,8 +133,23 @@ def write_properties(
         f"cmcgate.keys.module={token.module_path}\n"
         f"cmcgate.keys.tokenLabel={token.token_label}\n"
         f"cmcgate.keys.pinFile={token.pin_file}\n"
+        "# the gateway: listen, next hop, state, its store, where recipients' certificates are\n"
+        f"cmcgate.gateway.listen=127.0.0.1:{free_port()}\n"
+        f"cmcgate.gateway.nextHop=127.0.0.1:{sink_port}\n"
+        "cmcgate.gateway.nextHopTls=off\n"
+        f"cmcgate.gateway.stateDir={work / 'state'}\n"
+        f"cmcgate.gateway.trustedRoots={partner_root}\n"
+        f"cmcgate.store.dsn=sqlite:///{work / 'gateway.db'}\n"
+        f"cmcgate.lookup.ldap.directory.url={ldap_url}\n"
+        f"cmcgate.lookup.ldap.directory.base={ldap_base}\n"
     )
     return path
+
+
+def free_port() -> int:
+    from gateway.devservices import free_port as pick
+
+    return pick()
 
 
 def _openssl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -143,18 +172,12 @@ def _demo(work: Path, out: Path, step: Steps) -> None:  # noqa: PLR0915 - a stor
     from ca.init import initialise
     from ca.keys import KeyType
     from ca.keys.softhsm import softhsm_token_context
+    from ca.publisher import LdapPublisher
     from ca.server import CaService, ServiceThread
     from ca.service_certs import issue_access_certificate
-    from cmc.client_config import client_from_config
     from config.properties import load
+    from gateway import service as gateway_service
     from gateway.devservices import Slapd, SmtpSink, free_port
-    from gateway.keystore import KeyStore
-    from gateway.pipeline import PipelineSettings, SmimePipeline
-    from gateway.policy import EncryptMode, Policy, SignMode
-    from gateway.relay import NextHop
-    from gateway.server import GatewayHandler, start_front
-    from gateway.store import CertStore
-    from gateway.store_adapter import StoreCertificates
     from gateway.store_models import Source
 
     now = datetime.now(UTC)
@@ -163,6 +186,10 @@ def _demo(work: Path, out: Path, step: Steps) -> None:  # noqa: PLR0915 - a stor
             f"SoftHSM2 token 'cmcgate-demo' in {token.directory}; slapd on {slapd.url};"
             f" SMTP sink on 127.0.0.1:{sink.port}"
         )
+        people = f"ou=people,{slapd.suffix}"
+        with slapd.connection() as conn:
+            conn.add(people, ["organizationalUnit"], {"ou": "people"})
+        ldap_pass = _write(work / "ldap.pass", slapd.admin_password.encode() + b"\n")
 
         step("bundled CA: root + S/MIME issuing CA with keys generated on the token")
         http_port = free_port()
@@ -171,136 +198,123 @@ def _demo(work: Path, out: Path, step: Steps) -> None:  # noqa: PLR0915 - a stor
             token_label=token.token_label, pin_file=token.pin_file, key_type=KeyType.RSA3072,
             progress=step.detail, account_id="example.ra", organisation_name="Example Org",
             country="CH", email_domains=("example.org",), product_id="example-silver",
-            base_url=f"http://127.0.0.1:{http_port}",
+            base_url=f"http://127.0.0.1:{http_port}", ldap_url=slapd.url,
+            ldap_bind_dn=slapd.admin_dn, ldap_base_dn=people, ldap_password_file=str(ldap_pass),
         )  # fmt: skip
         service = CaService(work / "ca", https=("127.0.0.1", 0), http=("127.0.0.1", http_port))
         ca_thread = ServiceThread(service)
         ca_thread.start()
-        authority = service.ca
-        step.detail(
-            f"CMC endpoint https://localhost:{service.https_port}/ws/cmc (client certificates"
-            f" required); CRL and CA certificates on http://127.0.0.1:{http_port}"
-        )
-        chain_pem = authority.issuing_cert.public_bytes(PEM) + authority.root_cert.public_bytes(PEM)
-        _write(out / "ca-chain.pem", chain_pem)
-        password = _write(work / "access.pass", b"demo-access-secret\n")
-        access = issue_access_certificate(authority, "example.ra", b"demo-access-secret")
-        p12 = _write(work / "access.p12", access.p12)
-        issuer = authority.issuing_cert.subject.rfc4514_string()
-        properties = write_properties(work, service.https_port, issuer, p12, password, token)
-        shutil.copy(properties, out / "gateway.properties")
-        account_dn = access.certificate.subject.rfc4514_string()
-        step.detail(f"access certificate (P12) for account example.ra: {account_dn}")
-
-        step(f"{BOB}'s certificate (from his own CA) is published in the directory")
-        bob_cert, bob_key, partner_root = partner_identity(now)
-        _write(out / "bob.key.pem", _key_pem(bob_key))
-        _write(out / "bob.cert.pem", bob_cert.public_bytes(PEM))
-        _write(out / "partner-ca.pem", partner_root.public_bytes(PEM))
-        with slapd.connection() as conn:
-            conn.add(f"ou=people,{slapd.suffix}", ["organizationalUnit"], {"ou": "people"})
-            conn.add(
-                f"mail={BOB},ou=people,{slapd.suffix}", ["inetOrgPerson"],
-                {"cn": "Bob Partner", "sn": "Partner", "mail": BOB,
-                 "userCertificate;binary": bob_cert.public_bytes(serialization.Encoding.DER)},
-            )  # fmt: skip
-
-        store = CertStore.open(f"sqlite:///{work / 'gateway.db'}")
-        keys = KeyStore(token.backend())
         try:
-            step(f"{ALICE} is new: key pair on the token, CMC Full PKI Request, certificate issued")
-            alice_key = keys.generate_for(ALICE, KeyType.RSA2048)
-            pki = load(properties).pki
-            assert pki is not None
-            subject, emails = pki.subject_for(ALICE, "Alice Example")
-            csr = (
-                x509.CertificateSigningRequestBuilder()
-                .subject_name(subject)
-                .add_extension(
-                    x509.SubjectAlternativeName([x509.RFC822Name(e) for e in emails]),
-                    critical=False,
-                )
-                .sign(alice_key, hashes.SHA256())
-            )
-            with client_from_config(pki) as client:
-                enrolled = client.enroll(csr, alice_key)
-            alice_cert = enrolled.certificate
-            [order] = authority.store.find_orders(transaction_id=enrolled.transaction_id)
+            authority = service.ca
             step.detail(
-                f"CMC over HTTPS: order {order.id} {order.status.value}, serial"
-                f" {alice_cert.serial_number:x}, subject {alice_cert.subject.rfc4514_string()}"
+                f"CMC endpoint https://localhost:{service.https_port}/ws/cmc (client certificates"
+                f" required); CRL and CA certificates on http://127.0.0.1:{http_port}"
+            )
+            chain_pem = authority.issuing_cert.public_bytes(PEM) + authority.root_cert.public_bytes(
+                PEM
+            )
+            _write(out / "ca-chain.pem", chain_pem)
+            password = _write(work / "access.pass", b"demo-access-secret\n")
+            access = issue_access_certificate(authority, "example.ra", b"demo-access-secret")
+            p12 = _write(work / "access.p12", access.p12)
+            account_dn = access.certificate.subject.rfc4514_string()
+            step.detail(f"access certificate (P12) for account example.ra: {account_dn}")
+
+            step(f"{BOB}'s certificate (from his own CA) is in the directory")
+            # the partner CA's CRL is served from loopback too (here: the CA's HTTP files)
+            bob_cert, bob_key, partner_root = partner_identity(
+                now,
+                f"http://127.0.0.1:{http_port}/crl/partner.crl",
+                work / "ca" / "crl" / "partner.crl",
+            )
+            _write(out / "bob.key.pem", _key_pem(bob_key))
+            _write(out / "bob.cert.pem", bob_cert.public_bytes(PEM))
+            partner_pem = _write(out / "partner-ca.pem", partner_root.public_bytes(PEM))
+            with slapd.connection() as conn:
+                conn.add(
+                    f"mail={BOB},{people}", ["inetOrgPerson"],
+                    {"cn": "Bob Partner", "sn": "Partner", "mail": BOB,
+                     "userCertificate;binary": bob_cert.public_bytes(serialization.Encoding.DER)},
+                )  # fmt: skip
+
+            step("gateway: properties in the seed's form (Totemo/SwissSign), broker on")
+            issuer = authority.issuing_cert.subject.rfc4514_string()
+            properties = write_properties(
+                work, service.https_port, issuer, p12, password, token,
+                sink_port=sink.port, ldap_url=slapd.url, ldap_base=people,
+                partner_root=partner_pem.resolve(),
+            )  # fmt: skip
+            shutil.copy(properties, out / "gateway.properties")
+            config = load(properties)
+            gateway = gateway_service.start(config)
+            try:
+                listen = config.gateway.listen
+                step.detail(
+                    f"listening on {listen.host}:{listen.port}, next hop 127.0.0.1:{sink.port}"
+                )
+                step(f"{ALICE}, unknown so far, sends a mail to {BOB}")
+                message = EmailMessage()
+                message["From"] = f"Alice Example <{ALICE}>"
+                message["To"] = f"Bob Partner <{BOB}>"
+                message["Subject"] = "Quartalszahlen – vertraulich"
+                message.set_content("Hallo Bob,\n\nanbei die Zahlen für Q3.\n\nGrüsse, Alice\n")
+                started = time.monotonic()
+                with smtplib.SMTP(listen.host, listen.port, timeout=60) as smtp:
+                    refused = smtp.send_message(message)
+                if refused:
+                    raise DemoFailed(f"gateway refused recipients: {refused}")
+                step.detail(
+                    f"SMTP 250 after {1000 * (time.monotonic() - started):.0f} ms, given only"
+                    " once the next hop had accepted"
+                )
+                store = gateway.stores.certs
+                alice_record = store.best_for_signing(ALICE)
+                bob_records = store.find(email=BOB)
+            finally:
+                gateway.stop()
+            if alice_record is None:
+                raise DemoFailed(f"{ALICE} was not enrolled")
+            alice_cert = alice_record.certificate
+            orders = authority.store.find_orders(account="example.ra")
+            if len(orders) != 1:
+                raise DemoFailed(f"expected one order at the CA, found {len(orders)}")
+            order = orders[0]
+            step(f"enrolled {ALICE} via CMC: order {order.id} {order.status.value}")
+            step.detail(
+                f"serial {alice_cert.serial_number:x},"
+                f" subject {alice_cert.subject.rfc4514_string()},"
+                f" key {alice_record.key_label} on the token"
             )
             for change in order.subject_changes:
                 step.detail(
                     f"CA changed {change.field}: {change.requested!r} -> {change.applied!r}"
                 )
             _write(out / "alice.cert.pem", alice_cert.public_bytes(PEM))
-            store.add(
-                alice_cert, Source.PKI, key_label=keys.find_label(ALICE, alice_key.public_key())
-            )
-            store.add_chain(enrolled.chain)
-            with slapd.connection() as conn:
-                conn.add(
-                    f"mail={ALICE},ou=people,{slapd.suffix}", ["inetOrgPerson"],
-                    {"cn": ALICE, "sn": "Alice", "mail": ALICE,
-                     "userCertificate;binary": alice_cert.public_bytes(serialization.Encoding.DER)},
-                )  # fmt: skip
-            step.detail(f"published to LDAP as mail={ALICE},ou=people,{slapd.suffix}")
+            if not bob_records or bob_records[0].source is not Source.LDAP:
+                raise DemoFailed(f"{BOB} was not found in LDAP")
+            step(f"found {BOB} in LDAP: {bob_records[0].certificate.issuer.rfc4514_string()}")
 
-            step(f"looking up {BOB} in LDAP")
-            with slapd.connection() as conn:
-                conn.search(slapd.suffix, f"(mail={BOB})", attributes=["userCertificate;binary"])
-                found = [
-                    x509.load_der_x509_certificate(v)
-                    for e in conn.entries
-                    for v in e["userCertificate;binary"].values
-                ]
-            if not found:
-                raise DemoFailed(f"{BOB} not found in LDAP")
-            store.add(found[0], Source.LDAP)
-            step.detail(
-                f"found: {found[0].subject.rfc4514_string()}"
-                f" issued by {found[0].issuer.rfc4514_string()}"
-            )
-
-            step("gateway: sign always, encrypt when the recipient's certificate is known")
-            settings = PipelineSettings(
-                internal_domains=("example.org",),
-                policy=Policy(default_sign=SignMode.ALWAYS, default_encrypt=EncryptMode.ALLOW),
-                trust_anchors=(authority.root_cert, partner_root),
-            )
-            pipeline = SmimePipeline(settings, StoreCertificates(store, keys))
-            port = free_port()
-            handler = GatewayHandler(NextHop("127.0.0.1", sink.port, starttls=False), pipeline)
-            controller = start_front(handler, "127.0.0.1", port, max_message_size=25 * 1024 * 1024)
-            try:
-                message = EmailMessage()
-                message["From"] = f"Alice Example <{ALICE}>"
-                message["To"] = f"Bob Partner <{BOB}>"
-                message["Subject"] = "Quartalszahlen – vertraulich"
-                message.set_content("Hallo Bob,\n\nanbei die Zahlen für Q3.\n\nGrüsse, Alice\n")
-                with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
-                    refused = smtp.send_message(message)
-                if refused:
-                    raise DemoFailed(f"gateway refused recipients: {refused}")
-                step.detail(
-                    f"SMTP 250 from the gateway on 127.0.0.1:{port} after the next hop accepted"
-                )
-            finally:
-                controller.stop()
             received = sink.received()
             if len(received) != 1:
                 raise DemoFailed(f"the sink received {len(received)} messages, expected 1")
             delivered = _write(out / "delivered.eml", received[0].content)
             if b"application/pkcs7-mime" not in received[0].content:
                 raise DemoFailed("the delivered message is not S/MIME encrypted")
-            step(
-                f"delivered to the sink: {delivered}"
-                f" ({len(received[0].content)} bytes, enveloped-data)"
-            )
+            step(f"signed+encrypted, delivered: {delivered} ({len(received[0].content)} bytes)")
+
+            step(f"the CA publishes {ALICE}'s certificate to LDAP (publication job)")
+            ldap_settings = authority.settings.ca.ldap
+            assert ldap_settings is not None
+            publication = LdapPublisher(ldap_settings, authority.store).run_due()
+            step.detail(f"publication run: {publication}")
+            with slapd.connection() as conn:
+                conn.search(people, f"(mail={ALICE})", attributes=["userCertificate;binary"])
+                published = [v for e in conn.entries for v in e["userCertificate;binary"].values]
+                dns = [e.entry_dn for e in conn.entries]
+            if alice_cert.public_bytes(serialization.Encoding.DER) not in published:
+                raise DemoFailed(f"{ALICE}'s certificate is not in LDAP")
+            step.detail(f"{dns[0]}: userCertificate;binary = serial {alice_cert.serial_number:x}")
         finally:
-            keys.close()
-            store.close()
             ca_thread.stop()
 
         step("proof: openssl cms -decrypt with bob's key, then -verify against the CA chain")
