@@ -15,6 +15,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.log_level != "debug":
+        # aiosmtpd logs ~13 lines per message at INFO; cmcgate logs one summary line itself.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
     return run(
         Path(args.config), quarantine_dir=Path(args.quarantine_dir) if args.quarantine_dir else None
     )

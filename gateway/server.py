@@ -269,8 +269,12 @@ def start_front(
     tls_context: Any = None,
     require_starttls: bool = False,
     authenticator: Any = None,
+    server_hostname: str | None = None,
 ) -> Any:
     """Start the SMTP front in a background thread; returns the aiosmtpd Controller.
+
+    ``server_hostname`` is the name in the greeting; without it aiosmtpd calls
+    ``socket.getfqdn()`` for every connection, a blocking DNS lookup on the event loop.
 
     aiosmtpd buffers DATA in memory: ``max_message_size`` bounds it (552 beyond, also
     announced as ESMTP SIZE).  SMTPUTF8 and 8BITMIME are announced and passed on.
@@ -290,6 +294,14 @@ def start_front(
         auth_require_tls=tls_context is not None,
         auth_required=False,
         ident="cmcgate",
+        server_hostname=server_hostname or _local_name(),
     )
     controller.start()
     return controller
+
+
+def _local_name() -> str:
+    """This host's name, looked up once (not per connection)."""
+    import socket
+
+    return socket.getfqdn()

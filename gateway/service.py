@@ -232,6 +232,7 @@ def start(config: Config, *, quarantine_dir: Path | None = None) -> RunningGatew
             max_message_size=config.gateway.max_message_size,
             tls_context=server_tls(config),
             require_starttls=config.gateway.require_starttls,
+            server_hostname=config.gateway.hostname,
         )
     except BaseException:
         if "broker" in locals():
