@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from cmc.messages import FullPKIRequest, parse_request, verify_request
 from config.cli import main
-from tests.cmc.conftest import PkiFixture, make_csr
+from tests.cmc.conftest import NOW, PkiFixture, make_csr
 
 
 def _write_key(tmp_path: Path, key: object) -> Path:
@@ -80,6 +81,18 @@ def test_operator_signs_an_existing_csr_with_the_access_certificate(
     assert request.signer_id.serial_number == pki.ra.serial_number
     assert verify_request(request).signer_certificate == pki.ra
     assert pki.ca in request.certificates
+    # openssl, as the independent judge, verifies it against the P12's chain
+    root = tmp_path / "root.pem"
+    root.write_bytes(pki.root.public_bytes(serialization.Encoding.PEM))
+    result = subprocess.run(
+        ["openssl", "cms", "-verify", "-inform", "DER", "-binary", "-in", str(out),
+         "-CAfile", str(root), "-purpose", "any", "-attime", str(int(NOW.timestamp())),
+         "-out", str(tmp_path / "content")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Verification successful" in result.stderr
+    assert (tmp_path / "content").read_bytes() == request.pki_data.der
 
 
 @pytest.mark.parametrize("encoding", ["DER", "PEM", "base64"])
