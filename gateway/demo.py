@@ -105,43 +105,43 @@ def write_properties(
     ldap_base: str,
     partner_root: Path,
 ) -> Path:
-    """The gateway's properties, PKI part exactly in the form of the SwissSign/Totemo seed."""
+    """The gateway's properties: the PKI part exactly in the form of the SwissSign/Totemo
+    seed (with its slash-form Silver template), then cmcgate's own keys."""
+    from config.totemo import pki_connection_properties
+
     path = work / "gateway.properties"
     path.write_text(
         "# PKI connection as a Totemo admin pastes it (reference 000), pointing at the bundled CA\n"
-        "connection.ssl.protocol=https://\n"
-        "connection.ssl.serverName=localhost\n"
-        f"connection.ssl.serverPort={https_port}\n"
-        "connection.ssl.url=/ws/cmc?account=example.ra&product=example-silver&validity=1y\n"
-        "security.pkiConnection.rfc2797.requestType=POST\n"
-        "security.pkiConnection.rfc2797.encodeRequestBase64=false\n"
-        "security.pkiConnection.type=rfc2797\n"
-        f"security.pkiConnection.rfc2797.issuerDN={issuer}\n"
-        "security.pkiConnection.getFromPKIForNewIntUsers=true\n"
-        "security.pkiConnection.getFromPKIForNewRecipients=true\n"
-        "security.pkiConnection.certSubjectDN=/CN=Secure Mail: Gateway Certificate \n"
-        "security.pkiConnection.enabled=true\n"
-        "# what Totemo keeps in its GUI: access certificate (P12) and the imported root\n"
-        f"cmcgate.pki.accessCertificate={p12}\n"
-        f"cmcgate.pki.accessCertificatePasswordFile={password}\n"
-        f"cmcgate.pki.trustedRoots={work / 'ca' / 'root-ca.pem'}\n"
-        "cmcgate.gateway.internalDomains=example.org\n"
-        "cmcgate.policy.sign=always\n"
-        "cmcgate.policy.encrypt=allow\n"
-        "# users' keys on the HSM token\n"
-        "cmcgate.keys.backend=pkcs11\n"
-        f"cmcgate.keys.module={token.module_path}\n"
-        f"cmcgate.keys.tokenLabel={token.token_label}\n"
-        f"cmcgate.keys.pinFile={token.pin_file}\n"
-        "# the gateway: listen, next hop, state, its store, where recipients' certificates are\n"
-        f"cmcgate.gateway.listen=127.0.0.1:{free_port()}\n"
-        f"cmcgate.gateway.nextHop=127.0.0.1:{sink_port}\n"
-        "cmcgate.gateway.nextHopTls=off\n"
-        f"cmcgate.gateway.stateDir={work / 'state'}\n"
-        f"cmcgate.gateway.trustedRoots={partner_root}\n"
-        f"cmcgate.store.dsn=sqlite:///{work / 'gateway.db'}\n"
-        f"cmcgate.lookup.ldap.directory.url={ldap_url}\n"
-        f"cmcgate.lookup.ldap.directory.base={ldap_base}\n"
+        + pki_connection_properties(
+            server_name="localhost",
+            server_port=https_port,
+            account="example.ra",
+            product="example-silver",
+            issuer_dn=issuer,
+            access_p12=p12,
+            access_password_file=password,
+            trusted_roots=work / "ca" / "root-ca.pem",
+            subject_template="/CN=Secure Mail: Gateway Certificate ",
+            extra={
+                "cmcgate.policy.sign": "always",
+                "cmcgate.policy.encrypt": "allow",
+                # users' keys on the HSM token
+                "cmcgate.keys.backend": "pkcs11",
+                "cmcgate.keys.module": token.module_path,
+                "cmcgate.keys.tokenLabel": token.token_label,
+                "cmcgate.keys.pinFile": token.pin_file,
+                # the gateway: listen, next hop, state, store, where recipients' certificates are
+                "cmcgate.gateway.internalDomains": "example.org",
+                "cmcgate.gateway.listen": f"127.0.0.1:{free_port()}",
+                "cmcgate.gateway.nextHop": f"127.0.0.1:{sink_port}",
+                "cmcgate.gateway.nextHopTls": "off",
+                "cmcgate.gateway.stateDir": work / "state",
+                "cmcgate.gateway.trustedRoots": partner_root,
+                "cmcgate.store.dsn": f"sqlite:///{work / 'gateway.db'}",
+                "cmcgate.lookup.ldap.directory.url": ldap_url,
+                "cmcgate.lookup.ldap.directory.base": ldap_base,
+            },
+        )  # fmt: skip
     )
     return path
 

@@ -37,6 +37,7 @@ from ca.store_model import JobKind, JobStatus
 from cmc.client import CmcClient
 from cmc.client_config import client_from_config
 from config.properties import load
+from config.totemo import pki_connection_properties
 from gateway.devservices import Slapd, free_port
 
 ACCOUNT, PRODUCT = "example.ra", "example-silver"
@@ -85,27 +86,24 @@ def _write_seed_properties(tmp: Path, port: int, p12: Path, issuer: str, roots: 
     password.write_bytes(PASSWORD + b"\n")
     path = tmp / "gateway.properties"
     path.write_text(
-        "connection.ssl.protocol=https://\n"
-        "connection.ssl.serverName=localhost\n"
-        f"connection.ssl.serverPort={port}\n"
-        f"connection.ssl.url=/ws/cmc?account={ACCOUNT}&product={PRODUCT}&validity=1y\n"
-        "security.pkiConnection.type=rfc5272\n"
-        "security.pkiConnection.rfc2797.requestType=POST\n"
-        "security.pkiConnection.rfc2797.encodeRequestBase64=false\n"
-        f"security.pkiConnection.rfc2797.issuerDN={issuer}\n"
-        "security.pkiConnection.getFromPKIForNewIntUsers=true\n"
-        "security.pkiConnection.getFromPKIForNewRecipients=true\n"
-        "security.pkiConnection.certSubjectDN=CN=Secure Mail: Gateway Certificate\n"
-        "security.pkiConnection.enabled=true\n"
-        f"cmcgate.pki.accessCertificate={p12}\n"
-        f"cmcgate.pki.accessCertificatePasswordFile={password}\n"
-        f"cmcgate.pki.trustedRoots={roots}\n"
-        "cmcgate.pki.allowInsecureHttp=false\n"
-        "cmcgate.pki.retries=1\n"
-        "cmcgate.gateway.internalDomains=example.org\n"
-        "cmcgate.keys.backend=software\n"
-        f"cmcgate.keys.directory={tmp / 'gw-keys'}\n"
-        f"cmcgate.keys.passphraseFile={password}\n"
+        pki_connection_properties(
+            server_name="localhost",
+            server_port=port,
+            account=ACCOUNT,
+            product=PRODUCT,
+            issuer_dn=issuer,
+            access_p12=p12,
+            access_password_file=password,
+            trusted_roots=roots,
+            type_="rfc5272",
+            extra={
+                "cmcgate.pki.retries": 1,
+                "cmcgate.gateway.internalDomains": "example.org",
+                "cmcgate.keys.backend": "software",
+                "cmcgate.keys.directory": tmp / "gw-keys",
+                "cmcgate.keys.passphraseFile": password,
+            },
+        )  # fmt: skip
     )
     return path
 

@@ -43,6 +43,7 @@ from cmc.transport import CmcTransport, HttpStatusRefused, TransportError, Trans
 from config.cli import main
 from config.model import PkiConnection
 from config.properties import load
+from config.totemo import pki_connection_properties
 
 PASSWORD = b"access-secret-1"
 ACCOUNT, OTHER = "example.ra", "other.ra"
@@ -141,27 +142,25 @@ def _write_props(tmp: Path, name: str, port: int, url: str, p12: Path, issuer: s
     password.write_bytes(PASSWORD + b"\n")
     path = tmp / f"{name}.properties"
     path.write_text(
-        "connection.ssl.protocol=https://\n"
-        "connection.ssl.serverName=localhost\n"
-        f"connection.ssl.serverPort={port}\n"
-        f"connection.ssl.url={url}\n"
-        "security.pkiConnection.type=rfc5272\n"
-        "security.pkiConnection.rfc2797.requestType=POST\n"
-        "security.pkiConnection.rfc2797.encodeRequestBase64=false\n"
-        f"security.pkiConnection.rfc2797.issuerDN={issuer}\n"
-        "security.pkiConnection.getFromPKIForNewIntUsers=true\n"
-        "security.pkiConnection.getFromPKIForNewRecipients=true\n"
-        "security.pkiConnection.certSubjectDN=CN=Secure Mail: Gateway Certificate\n"
-        "security.pkiConnection.enabled=true\n"
-        f"cmcgate.pki.accessCertificate={p12}\n"
-        f"cmcgate.pki.accessCertificatePasswordFile={password}\n"
-        f"cmcgate.pki.trustedRoots={tmp / 'ca' / 'root-ca.pem'}\n"
-        "cmcgate.pki.allowInsecureHttp=false\n"
-        "cmcgate.pki.retries=1\n"
-        "cmcgate.gateway.internalDomains=example.org\n"
-        "cmcgate.keys.backend=software\n"
-        f"cmcgate.keys.directory={tmp / 'gw-keys'}\n"
-        f"cmcgate.keys.passphraseFile={password}\n"
+        pki_connection_properties(
+            server_name="localhost",
+            server_port=port,
+            account=ACCOUNT,
+            product=SILVER,
+            url=url,
+            issuer_dn=issuer,
+            access_p12=p12,
+            access_password_file=password,
+            trusted_roots=tmp / "ca" / "root-ca.pem",
+            type_="rfc5272",
+            extra={
+                "cmcgate.pki.retries": 1,
+                "cmcgate.gateway.internalDomains": "example.org",
+                "cmcgate.keys.backend": "software",
+                "cmcgate.keys.directory": tmp / "gw-keys",
+                "cmcgate.keys.passphraseFile": password,
+            },
+        )  # fmt: skip
     )
     return path
 

@@ -26,6 +26,7 @@ from ca.service_certs import issue_access_certificate
 from cmc.client_config import client_from_config
 from config.model import EnrolmentSettings, PkiConnection
 from config.properties import load
+from config.totemo import pki_connection_properties
 from gateway.devservices import SmtpSink, free_port
 from gateway.enrolment import Enroller, EnrollingCertificates
 from gateway.keypool import KeyPool, is_pool_label
@@ -97,27 +98,26 @@ def write_properties(tmp: Path, ca: BundledCa, product: str, name: str) -> Path:
     issuer = ca.service.ca.issuing_cert.subject.rfc4514_string()
     path = tmp / f"{name}.properties"
     path.write_text(
-        "connection.ssl.protocol=https://\n"
-        "connection.ssl.serverName=localhost\n"
-        f"connection.ssl.serverPort={ca.https_port}\n"
-        f"connection.ssl.url=/ws/cmc?account={ACCOUNT}&product={product}&validity=1y\n"
-        "security.pkiConnection.type=rfc5272\n"
-        "security.pkiConnection.rfc2797.requestType=POST\n"
-        "security.pkiConnection.rfc2797.encodeRequestBase64=false\n"
-        f"security.pkiConnection.rfc2797.issuerDN={issuer}\n"
-        "security.pkiConnection.getFromPKIForNewIntUsers=true\n"
-        "security.pkiConnection.getFromPKIForNewRecipients=false\n"
-        "security.pkiConnection.certSubjectDN=CN=Secure Mail: Gateway Certificate\n"
-        "security.pkiConnection.enabled=true\n"
-        f"cmcgate.pki.accessCertificate={tmp / 'access.p12'}\n"
-        f"cmcgate.pki.accessCertificatePasswordFile={password}\n"
-        f"cmcgate.pki.trustedRoots={ca.directory / 'root-ca.pem'}\n"
-        "cmcgate.pki.retries=1\n"
-        "cmcgate.pki.connectTimeout=2\n"
-        "cmcgate.gateway.internalDomains=example.org\n"
-        "cmcgate.keys.backend=software\n"
-        f"cmcgate.keys.directory={tmp / 'user-keys'}\n"
-        f"cmcgate.keys.passphraseFile={password}\n"
+        pki_connection_properties(
+            server_name="localhost",
+            server_port=ca.https_port,
+            account=ACCOUNT,
+            product=product,
+            issuer_dn=issuer,
+            access_p12=tmp / "access.p12",
+            access_password_file=password,
+            trusted_roots=ca.directory / "root-ca.pem",
+            type_="rfc5272",
+            fetch_for_recipients=False,
+            extra={
+                "cmcgate.pki.retries": 1,
+                "cmcgate.pki.connectTimeout": 2,
+                "cmcgate.gateway.internalDomains": "example.org",
+                "cmcgate.keys.backend": "software",
+                "cmcgate.keys.directory": tmp / "user-keys",
+                "cmcgate.keys.passphraseFile": password,
+            },
+        )  # fmt: skip
     )
     return path
 
