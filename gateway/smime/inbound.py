@@ -66,10 +66,11 @@ class VerificationResult:
 
 def smime_kind(message: bytes) -> Kind:
     """Classify the top-level entity of ``message``."""
-    return _kind(mime.split_message(message))
+    return _kind(*mime.split_view(message))
 
 
-def _kind(entity: Entity) -> Kind:
+def _kind(entity: Entity, body: mime.Buffer | None = None) -> Kind:
+    """Kind of ``entity``; ``body`` stands in for its body when given."""
     ctype, params = entity.content_type()
     if ctype == "multipart/signed":
         return "signed"
@@ -85,7 +86,8 @@ def _kind(entity: Entity) -> Kind:
         return "enveloped"
     if smime_type:
         return "plain"  # compressed-data, certs-only, authEnveloped-data: not handled here
-    peek = _content_type_oid(mime.decode_body(entity.body, entity.transfer_encoding))
+    encoded = entity.body if body is None else body
+    peek = _content_type_oid(mime.decode_body(encoded, entity.transfer_encoding))
     if peek == 2:
         return "opaque-signed"
     return "enveloped" if peek == 3 else "plain"
@@ -109,15 +111,17 @@ def decrypt(message: bytes, key: rsa.RSAPrivateKey, cert: x509.Certificate) -> b
     :class:`NotSmime` if the message is not enveloped, :class:`DecryptionFailed` if this key
     cannot open it, :class:`MalformedMessage` for broken input.
     """
-    entity = mime.split_message(message)
-    if _kind(entity) != "enveloped":
+    head, body = mime.split_view(message)  # the body is only read, never copied
+    if _kind(head, body) != "enveloped":
         raise NotSmime("message is not S/MIME enveloped-data")
-    der = mime.decode_body(entity.body, entity.transfer_encoding)
+    der = mime.decode_body(body, head.transfer_encoding)
+    del body
     try:
         content = pkcs7.pkcs7_decrypt_der(der, cert, key, [])
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise DecryptionFailed(f"cannot decrypt: {exc}") from exc
-    return rejoin(entity.fields, content)
+    del der
+    return rejoin(head.fields, content)
 
 
 def rejoin(outer_fields: Iterable[Field], inner: bytes) -> bytes:
@@ -128,14 +132,14 @@ def rejoin(outer_fields: Iterable[Field], inner: bytes) -> bytes:
     ones are what was transported and what the From check uses); other inner fields stay.
     The inner body bytes are kept exactly.
     """
-    entity = mime.split_message(inner, require_fields=False)
+    entity, body = mime.split_view(inner, require_fields=False)
     outer = [f for f in outer_fields if not f.is_content and f.lname != "mime-version"]
     present = {f.lname for f in outer}
     content = [f for f in entity.fields if f.lname != "mime-version"]
     content = [f for f in content if not (f.lname in _SINGLE and f.lname in present)]
     if not any(f.lname == "content-type" for f in content):
-        content.insert(0, mime.default_content_type(entity.body))
-    return mime.build_message(outer, content, entity.body)
+        content.insert(0, mime.default_content_type(body))
+    return b"".join([mime.message_head(outer, content), body])
 
 
 def verify(

@@ -14,21 +14,27 @@ fold non-ASCII header values, never to serialise a message.
 
 from __future__ import annotations
 
-import base64
 import binascii
+import codecs
 import email.errors
 import email.header
 import email.message
 import email.policy
 import email.utils
+import io
 import re
-from collections.abc import Iterable, Sequence
+import struct
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from gateway.smime.errors import MalformedMessage
 
 CRLF = b"\r\n"
+#: What a prepared entity is made of: its own bytes, or a view into the message.
+Piece = bytes | memoryview
+Buffer = bytes | bytearray | memoryview
 _EOL = re.compile(rb"\r*\n")
+_BARE_CR = re.compile(rb"\r(?!\n)")
 _FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 _FOLD_POLICY = email.policy.default.clone(linesep="\r\n", utf8=False, max_line_length=76)
 _MAX_DEPTH = 32
@@ -96,21 +102,53 @@ def canonical(data: bytes) -> bytes:
     return data.replace(CRLF, b"\n").replace(b"\n", CRLF)
 
 
+def _canonical_span(buf: bytes, start: int, end: int, *, seven_bit: bool = False) -> Piece:
+    """``canonical(buf[start:end])`` — a view into ``buf`` (no copy) when nothing changes.
+
+    Without a bare CR there is no CRCR and every CR is in a CRLF, so the span is canonical
+    iff it has as many LFs as CRs: one regex scan and two single-byte counts.  ``seven_bit``
+    says the caller already found the span 7-bit safe (so: no bare CR).
+    """
+    if (seven_bit or _BARE_CR.search(buf, start, end) is None) and buf.count(
+        b"\n", start, end
+    ) == buf.count(b"\r", start, end):
+        return memoryview(buf)[start:end]
+    return canonical(buf[start:end])
+
+
 def split_message(data: bytes, *, require_fields: bool = True) -> Entity:
     """Split ``data`` into header fields and body; raise MalformedMessage on a bad header."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise MalformedMessage("message must be bytes")
     data = bytes(data)
+    fields, body_start = _parse_header(data, 0, len(data), require_fields)
+    return Entity(fields, data[body_start:])
+
+
+def split_view(data: Buffer, *, require_fields: bool = True) -> tuple[Entity, memoryview]:
+    """:func:`split_message` without copying the body: (fields only entity, body view)."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise MalformedMessage("message must be bytes")
+    data = bytes(data)
+    fields, body_start = _parse_header(data, 0, len(data), require_fields)
+    return Entity(fields, b""), memoryview(data)[body_start:]
+
+
+def _parse_header(
+    data: bytes, start: int, end: int, require_fields: bool
+) -> tuple[tuple[Field, ...], int]:
+    """The header fields of ``data[start:end]`` and the offset (in ``data``) of its body."""
     fields: list[Field] = []
     current: list[bytes] = []
     name = ""
-    pos = 0
-    body_start = len(data)
-    while pos < len(data):
-        end = data.find(b"\n", pos)
-        nxt = len(data) if end < 0 else end + 1
-        line = data[pos:nxt].rstrip(b"\r\n")
-        if line == b"" and nxt - pos > 0 and data[pos:nxt].endswith(b"\n"):
+    pos = start
+    body_start = end
+    while pos < end:
+        eol = data.find(b"\n", pos, end)
+        nxt = end if eol < 0 else eol + 1
+        raw = data[pos:nxt]
+        line = raw.rstrip(b"\r\n")
+        if line == b"" and raw.endswith(b"\n"):
             body_start = nxt
             break
         if line[:1] in (b" ", b"\t") and current:
@@ -128,7 +166,7 @@ def split_message(data: bytes, *, require_fields: bool = True) -> Entity:
         fields.append(Field(name, CRLF.join(current)))
     if require_fields and not fields:
         raise MalformedMessage("message has no header fields")
-    return Entity(tuple(fields), data[body_start:])
+    return tuple(fields), body_start
 
 
 def parse_content_type(
@@ -160,25 +198,80 @@ class Multipart:
 
 def split_multipart(body: bytes, boundary: str) -> Multipart:
     """Split a multipart body on ``boundary`` keeping every part's bytes exact."""
+    body = bytes(body)
+    pre, parts, trailer = _multipart_spans(body, 0, len(body), boundary)
+    return Multipart(
+        None if pre is None else body[pre[0] : pre[1]],
+        tuple(body[s:e] for s, e in parts),
+        body[trailer[0] : trailer[1]],
+    )
+
+
+Span = tuple[int, int]
+_DELIM_TAIL = re.compile(rb"(--)?[ \t]*\r*")
+
+
+def _multipart_spans(
+    buf: bytes, start: int, end: int, boundary: str
+) -> tuple[Span | None, list[Span], Span]:
+    """:func:`split_multipart` of ``buf[start:end]`` as (preamble, parts, trailer) offsets.
+
+    A delimiter line is ``--boundary``, optionally ``--``, then blanks and CRs up to the end
+    of the line, at the start of a line.  Found with ``bytes.find`` (fast) rather than a
+    ``(?m)^`` regex, which the ``re`` engine tries at every position of the body.
+    """
     delim = b"--" + boundary.encode("utf-8", "replace")
-    pattern = re.compile(rb"(?m)^" + re.escape(delim) + rb"(--)?[ \t]*\r*$")
-    preamble: bytes | None = None
-    segments: list[bytes] = []
+    preamble: Span | None = None
+    segments: list[Span] = []
     position: int | None = None  # where the part after the last delimiter line starts
-    for match in pattern.finditer(body):
+    for match_start, match_end, close in _delimiter_lines(buf, start, end, delim):
         if position is None:
-            preamble = _drop_last_eol(body[: match.start()]) if match.start() else None
+            if match_start > start:
+                preamble = (start, _drop_last_eol_at(buf, start, match_start))
         else:
-            segments.append(_drop_last_eol(body[position : match.start()]))
-        if match.group(1):
+            segments.append((position, _drop_last_eol_at(buf, position, match_start)))
+        if close:
             if not segments:
                 raise MalformedMessage("multipart body without parts")
-            return Multipart(preamble, tuple(segments), body[match.start() + len(delim) + 2 :])
-        position = match.end() + (1 if body[match.end() : match.end() + 1] == b"\n" else 0)
+            return preamble, segments, (min(match_start + len(delim) + 2, end), end)
+        position = match_end + (1 if match_end < end and buf[match_end] == 0x0A else 0)
     if position is None:
         raise MalformedMessage("multipart body without its boundary")
-    segments.append(body[position:])
-    return Multipart(preamble, tuple(segments), b"")
+    segments.append((position, end))
+    return preamble, segments, (end, end)
+
+
+def _delimiter_lines(
+    buf: bytes, start: int, end: int, delim: bytes
+) -> Iterator[tuple[int, int, bool]]:
+    """(start, end, is-close) of every delimiter line in ``buf[start:end]``, in order."""
+    if b"\n" in delim:  # cannot happen with a sane boundary; keep the exact regex semantics
+        pattern = re.compile(rb"(?m)^" + re.escape(delim) + rb"(--)?[ \t]*\r*$")
+        for match in pattern.finditer(buf[start:end]):
+            yield start + match.start(), start + match.end(), bool(match.group(1))
+        return
+    pos = start
+    while True:
+        found = buf.find(delim, pos, end)
+        if found < 0:
+            return
+        if found == start or buf[found - 1] == 0x0A:
+            tail = _DELIM_TAIL.match(buf, found + len(delim), end)
+            assert tail is not None  # every element of the tail pattern is optional
+            if tail.end() == end or buf[tail.end()] == 0x0A:
+                yield found, tail.end(), bool(tail.group(1))
+                pos = tail.end()
+                continue
+        pos = found + 1
+
+
+def _drop_last_eol_at(buf: bytes, start: int, end: int) -> int:
+    """End offset of ``_drop_last_eol(buf[start:end])``."""
+    if end - start >= 2 and buf[end - 2 : end] == CRLF:
+        return end - 2
+    if end > start and buf[end - 1] == 0x0A:
+        return end - 1
+    return end
 
 
 def _drop_last_eol(chunk: bytes) -> bytes:
@@ -198,39 +291,180 @@ def join_multipart(multipart: Multipart, boundary: str, parts: Sequence[bytes]) 
     return b"".join(out)
 
 
-def decode_body(body: bytes, cte: str) -> bytes:
+def decode_body(body: Buffer, cte: str) -> bytes:
     """Undo a Content-Transfer-Encoding (lenient about whitespace, strict about padding)."""
     try:
         if cte == "base64":
-            return binascii.a2b_base64(b"".join(body.split()))
+            # Non-strict a2b_base64 skips whitespace (like every non-alphabet byte) itself,
+            # so no split/join copy of the body is needed.
+            return binascii.a2b_base64(body)
         if cte == "quoted-printable":
             return binascii.a2b_qp(body)
     except (binascii.Error, ValueError) as exc:
         raise MalformedMessage(f"bad {cte} body") from exc
-    return body
+    return bytes(body)
 
 
-def b64_lines(data: bytes) -> bytes:
+def b64_size(length: int) -> int:
+    """Length of :func:`b64_lines` output for ``length`` input bytes."""
+    full, rest = divmod(length, 57)
+    return full * 78 + ((rest + 2) // 3 * 4 + 2 if rest else 0)
+
+
+def b64_lines(data: Buffer) -> bytes:
     """Base64 in 76-character CRLF-terminated lines (RFC 2045 §6.8)."""
-    encoded = base64.b64encode(data)
-    return b"".join(encoded[i : i + 76] + CRLF for i in range(0, len(encoded), 76))
+    out = Output(b64_size(memoryview(data).nbytes))
+    lines = Base64Lines(out)
+    lines.write(data)
+    lines.close()
+    return out.value()
+
+
+class Output:
+    """A ``bytes`` result filled in place; ``size`` is its length, or an upper bound of it.
+
+    ``io.BytesIO`` hands its internal buffer out from ``getvalue()`` without copying when no
+    view of it is alive (and shrinks it in place if it was sized too large), so a large result
+    costs its own size once — not once more for a final ``bytes(bytearray)`` or a
+    ``b"".join`` of all its pieces.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = 0
+        self.pos = 0
+        self._io = io.BytesIO()
+        self._view: memoryview | None = None
+        self._reserve(size)
+
+    def _reserve(self, size: int) -> None:
+        if self._view is not None:
+            self._view.release()
+        if size > self.size:
+            self._io.seek(size - 1)
+            self._io.write(b"\0")
+            self.size = size
+        self._view = self._io.getbuffer()
+
+    def write(self, data: Buffer) -> None:
+        n = memoryview(data).nbytes
+        end = self.pos + n
+        if end > self.size:  # the size was a bad estimate: grow (may copy)
+            self._reserve(end)
+        assert self._view is not None
+        self._view[self.pos : end] = data
+        self.pos = end
+
+    def region(self, start: int, end: int) -> memoryview:
+        """A view of bytes already written; release it (``with``) before :meth:`value`."""
+        assert self._view is not None and 0 <= start <= end <= self.pos
+        return self._view[start:end]
+
+    def value(self) -> bytes:
+        if self._view is None:
+            raise ValueError("output already taken")
+        self._view.release()
+        self._view = None
+        if self.pos < self.size:
+            self._io.truncate(self.pos)
+        value = self._io.getvalue()
+        self._io.close()
+        return value
+
+
+class Base64Lines:
+    """Streaming :func:`b64_lines`: ``write`` any amount, ``close`` once, into an :class:`Output`.
+
+    Whole blocks of 76-character lines are encoded with one ``b2a_base64`` call each and cut
+    into lines by a precompiled ``struct`` format (C speed, no per-line Python loop).
+    """
+
+    _LINES = 4096  # lines per block: 233,472 input bytes
+    _BLOCK = 57 * _LINES
+    _CUT = struct.Struct("76s" * _LINES)
+
+    def __init__(self, out: Output) -> None:
+        self._out = out
+        self._stage = bytearray()  # less than a block, waiting for more
+
+    def write(self, data: Buffer) -> None:
+        view = memoryview(data).cast("B")
+        pos, n = 0, len(view)
+        if self._stage:
+            pos = min(n, self._BLOCK - len(self._stage))
+            self._stage += view[:pos]
+            if len(self._stage) < self._BLOCK:
+                return
+            self._emit(self._stage)
+            self._stage.clear()
+        while n - pos >= self._BLOCK:
+            self._emit(view[pos : pos + self._BLOCK])
+            pos += self._BLOCK
+        if pos < n:
+            self._stage += view[pos:]
+
+    def close(self) -> None:
+        if not self._stage:
+            return
+        encoded = binascii.b2a_base64(self._stage, newline=False)
+        self._stage.clear()
+        lines = [encoded[i : i + 76] for i in range(0, len(encoded), 76)]
+        self._out.write(CRLF.join(lines))
+        self._out.write(CRLF)
+
+    def _emit(self, block: Buffer) -> None:
+        encoded = binascii.b2a_base64(block, newline=False)
+        self._out.write(CRLF.join(self._CUT.unpack(encoded)))
+        self._out.write(CRLF)
+
+
+_CHUNK = 1 << 20
 
 
 def is_7bit_safe(data: bytes) -> bool:
-    if not data.isascii() or b"\x00" in data:
+    return _is_7bit_safe_span(data, 0, len(data))
+
+
+def _is_7bit_safe_span(buf: bytes, start: int, end: int) -> bool:
+    """``is_7bit_safe(buf[start:end])`` without copying the span."""
+    if start == 0 and end == len(buf):
+        if not buf.isascii():
+            return False
+    elif not all(buf[i : min(i + _CHUNK, end)].isascii() for i in range(start, end, _CHUNK)):
         return False
-    if re.search(rb"\r(?!\n)", data):
+    if buf.find(b"\x00", start, end) >= 0:
         return False
-    return max(map(len, data.split(b"\n"))) <= 999 or all(
-        len(line.rstrip(b"\r")) <= 998 for line in data.split(b"\n")
-    )
+    if _BARE_CR.search(buf, start, end) is not None:
+        return False
+    # Every CR now ends a line, so "<= 998 octets before CRLF" is "<= 999 before LF".
+    return _lines_fit(buf, start, end, 999)
+
+
+def _lines_fit(buf: bytes, start: int, end: int, limit: int) -> bool:
+    """No line of ``buf[start:end]`` (split on LF, its CR counted) is longer than ``limit``.
+
+    Jumps to the last LF of each window of ``limit + 1`` bytes: a few iterations per
+    kilobyte instead of splitting the data into one object per line.
+    """
+    pos = start
+    while end - pos > limit:
+        newline = buf.rfind(b"\n", pos, pos + limit + 1)
+        if newline < 0:
+            return False
+        pos = newline + 1
+    return True
+
+
+_TEXT_SAFE = bytes(range(32, 127)) + b"\t\n\r"
 
 
 def _encode_text(payload: bytes) -> tuple[bytes, str]:
-    unsafe = sum(1 for b in payload if b > 126 or (b < 32 and b not in (9, 10, 13)))
+    unsafe = len(payload.translate(None, _TEXT_SAFE))
     if unsafe * 3 > len(payload):
         return b64_lines(payload), "base64"
-    text = _EOL.sub(b"\n", payload)
+    if b"\r\r" in payload:
+        text = _EOL.sub(b"\n", payload)
+    else:
+        text = payload.replace(CRLF, b"\n")
     return canonical(binascii.b2a_qp(text, istext=True)), "quoted-printable"
 
 
@@ -274,55 +508,80 @@ def replace_field(fields: Iterable[Field], new: Field, *, after: str | None = No
 
 def prepare_entity(entity: Entity, *, default_type: str = "text/plain", depth: int = 0) -> bytes:
     """Serialise ``entity`` as canonical (CRLF), 7-bit safe bytes — what gets signed."""
+    body = entity.body if isinstance(entity.body, bytes) else bytes(entity.body)
+    pieces: list[Piece] = []
+    _prepare(entity.fields, body, 0, len(body), default_type, depth, pieces)
+    return b"".join(pieces)
+
+
+def _prepare(
+    original: Sequence[Field],
+    buf: bytes,
+    start: int,
+    end: int,
+    default_type: str,
+    depth: int,
+    out: list[Piece],
+) -> None:
+    """Append :func:`prepare_entity` of (``original`` fields, body ``buf[start:end]``) to ``out``.
+
+    Bodies that stay as they are go in as views of ``buf``: preparing a message copies only
+    what it re-encodes, and the caller joins (or encrypts) the pieces in one pass.
+    """
     if depth > _MAX_DEPTH:
         raise MalformedMessage("MIME nesting too deep")
-    fields = [seven_bit_field(f) for f in entity.fields]
+    fields = [seven_bit_field(f) for f in original]
+    entity = Entity(tuple(original), b"")  # only its header fields are looked at
     ctype, params = entity.content_type(default_type)
     cte = entity.transfer_encoding
-    body: bytes
+    body: list[Piece] = []
     if ctype in _SEALED:
-        body = canonical(entity.body)
+        body.append(_canonical_span(buf, start, end))
     elif ctype.startswith("multipart/"):
         boundary = params.get("boundary")
         if not boundary:
             raise MalformedMessage(f"{ctype} without boundary")
-        multipart = split_multipart(entity.body, boundary)
+        preamble, parts, trailer = _multipart_spans(buf, start, end, boundary)
         inner_default = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
-        parts = [
-            prepare_entity(
-                split_message(part, require_fields=False),
-                default_type=inner_default,
-                depth=depth + 1,
-            )
-            for part in multipart.parts
-        ]
-        pre = None if multipart.preamble is None else _seven_bit_text(multipart.preamble)
-        multipart = Multipart(pre, (), _seven_bit_text(multipart.trailer))
-        body = join_multipart(multipart, boundary, parts)
+        prepared: list[list[Piece]] = []
+        for part_start, part_end in parts:
+            part_fields, part_body = _parse_header(buf, part_start, part_end, False)
+            prepared.append([])
+            _prepare(part_fields, buf, part_body, part_end, inner_default, depth + 1, prepared[-1])
+        if preamble is not None:
+            body += [_seven_bit_text(buf[preamble[0] : preamble[1]]), CRLF]
+        delim = b"--" + boundary.encode("ascii")
+        for part in prepared:
+            body += [delim, CRLF, *part, CRLF]
+        body += [delim, b"--", _seven_bit_text(buf[trailer[0] : trailer[1]])]
         if cte in ("8bit", "binary"):
             fields = replace_field(fields, Field.make("Content-Transfer-Encoding", "7bit"))
     elif ctype in _MESSAGE and cte not in ("base64", "quoted-printable"):
-        if is_7bit_safe(entity.body) and cte != "binary":
-            body = canonical(entity.body)
+        if _is_7bit_safe_span(buf, start, end) and cte != "binary":
+            body.append(_canonical_span(buf, start, end, seven_bit=True))
         else:
-            nested = split_message(entity.body, require_fields=False)
-            body = prepare_entity(nested, depth=depth + 1)
+            nested_fields, nested_body = _parse_header(buf, start, end, False)
+            _prepare(nested_fields, buf, nested_body, end, "text/plain", depth + 1, body)
             if cte != "7bit":
                 fields = replace_field(fields, Field.make("Content-Transfer-Encoding", "7bit"))
-    elif cte in ("base64", "quoted-printable") and is_7bit_safe(entity.body):
-        body = canonical(entity.body)
-    elif cte in ("7bit", "8bit") and is_7bit_safe(entity.body):
-        body = canonical(entity.body)
+    elif cte in ("base64", "quoted-printable", "7bit", "8bit") and _is_7bit_safe_span(
+        buf, start, end
+    ):
+        body.append(_canonical_span(buf, start, end, seven_bit=True))
     else:
-        payload = decode_body(entity.body, cte)
+        payload = decode_body(memoryview(buf)[start:end], cte)
+        new_cte = "base64"
         if ctype.startswith("text/"):
-            body, new_cte = _encode_text(payload)
+            encoded, new_cte = _encode_text(payload)
         else:
-            body, new_cte = b64_lines(payload), "base64"
+            encoded = b64_lines(payload)
+        del payload
+        body.append(encoded)
         new = Field.make("Content-Transfer-Encoding", new_cte)
         fields = replace_field(fields, new, after="Content-Type")
     head = b"".join(f.raw + CRLF for f in fields)
-    return canonical(head) + CRLF + body
+    out.append(canonical(head) + CRLF)
+    out += body
 
 
 def _seven_bit_text(data: bytes) -> bytes:
@@ -330,12 +589,21 @@ def _seven_bit_text(data: bytes) -> bytes:
     return canonical(data) if is_7bit_safe(data) else b""
 
 
-def default_content_type(body: bytes) -> Field:
-    if body.isascii():
+def default_content_type(body: Buffer) -> Field:
+    return _default_content_type_span(body, 0, memoryview(body).nbytes)
+
+
+def _default_content_type_span(buf: Buffer, start: int, end: int) -> Field:
+    """:func:`default_content_type` of ``buf[start:end]``, checked in chunks (no full copy)."""
+    chunks = [memoryview(buf)[i : min(i + _CHUNK, end)] for i in range(start, end, _CHUNK)]
+    if all(bytes(chunk).isascii() for chunk in chunks):
         charset = "us-ascii"
     else:
+        decoder = codecs.getincrementaldecoder("utf-8")()
         try:
-            body.decode("utf-8")
+            for chunk in chunks:
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
             charset = "utf-8"
         except UnicodeDecodeError:
             charset = "unknown-8bit"
@@ -349,16 +617,53 @@ def split_outer(message: bytes) -> tuple[list[Field], Entity]:
     there was none); MIME-Version is dropped from both — builders write their own.
     """
     entity = split_message(message, require_fields=True)
-    outer = [f for f in entity.fields if not f.is_content and f.lname != "mime-version"]
-    content = [f for f in entity.fields if f.is_content]
-    if not any(f.lname == "content-type" for f in content):
-        content.insert(0, default_content_type(entity.body))
+    outer, content, _ = _outer_and_content(entity.fields, entity.body, 0)
     return outer, Entity(tuple(content), entity.body)
+
+
+def _outer_and_content(
+    fields: Sequence[Field], buf: bytes, body_start: int
+) -> tuple[list[Field], list[Field], bool]:
+    """(outer fields, content fields, whether a Content-Type had to be added)."""
+    outer = [f for f in fields if not f.is_content and f.lname != "mime-version"]
+    content = [f for f in fields if f.is_content]
+    added = not any(f.lname == "content-type" for f in content)
+    if added:
+        content.insert(0, _default_content_type_span(buf, body_start, len(buf)))
+    return outer, content, added
+
+
+def prepare_message(
+    message: Buffer, *, protect_headers: bool = False
+) -> tuple[list[Field], list[Piece]]:
+    """(outer fields, pieces of the canonical 7-bit MIME entity to protect) of ``message``.
+
+    ``b"".join`` of the pieces is what :func:`gateway.smime.sign.inner_entity` returns; the
+    pieces that are unchanged are views into ``message``, so nothing large is copied here.
+    """
+    if not isinstance(message, bytes | bytearray | memoryview):
+        raise MalformedMessage("message must be bytes")
+    data = bytes(message)
+    fields, body_start = _parse_header(data, 0, len(data), True)
+    outer, content, added = _outer_and_content(fields, data, body_start)
+    pieces: list[Piece] = []
+    if not protect_headers:
+        _prepare(content, data, body_start, len(data), "text/plain", 0, pieces)
+        return outer, pieces
+    full = [*fields, content[0]] if added else list(fields)
+    pieces.append(b"Content-Type: message/rfc822\r\n\r\n")
+    _prepare(full, data, body_start, len(data), "text/plain", 0, pieces)
+    return outer, pieces
+
+
+def message_head(outer: Iterable[Field], content: Iterable[Field]) -> bytes:
+    """Outer fields + MIME-Version + content fields + blank line, all CRLF."""
+    head = b"".join(canonical(f.raw) + CRLF for f in outer)
+    head += b"MIME-Version: 1.0\r\n"
+    head += b"".join(canonical(f.raw) + CRLF for f in content)
+    return head + CRLF
 
 
 def build_message(outer: Iterable[Field], content: Iterable[Field], body: bytes) -> bytes:
     """Outer fields + MIME-Version + content fields + blank line + body, all CRLF."""
-    head = b"".join(canonical(f.raw) + CRLF for f in outer)
-    head += b"MIME-Version: 1.0\r\n"
-    head += b"".join(canonical(f.raw) + CRLF for f in content)
-    return head + CRLF + body
+    return b"".join([message_head(outer, content), body])

@@ -19,6 +19,7 @@ Decisions (RFC 8551 §3.1, §3.5):
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Sequence
 
@@ -39,14 +40,8 @@ PREAMBLE = b"This is an S/MIME signed message\r\n"
 
 def inner_entity(message: bytes, *, protect_headers: bool = False) -> tuple[list[Field], bytes]:
     """Return (outer header fields, canonical 7-bit bytes of the MIME entity to protect)."""
-    outer, entity = mime.split_outer(message)
-    if not protect_headers:
-        return outer, mime.prepare_entity(entity)
-    full = mime.split_message(message)
-    if not any(f.lname == "content-type" for f in full.fields):
-        full = mime.Entity((*full.fields, mime.default_content_type(full.body)), full.body)
-    wrapped = mime.prepare_entity(full)
-    return outer, b"Content-Type: message/rfc822\r\n\r\n" + wrapped
+    outer, pieces = mime.prepare_message(message, protect_headers=protect_headers)
+    return outer, b"".join(pieces)
 
 
 def sign(
@@ -65,27 +60,69 @@ def sign(
     ones included.  Raises :class:`MalformedMessage` for unparseable input and
     :class:`SigningFailed` for an unusable key/certificate.
     """
-    outer, content = inner_entity(message, protect_headers=protect_headers)
     algorithm = hash if hash is not None else hashes.SHA256()
-    der = sign_bytes(content, key, cert, chain, detached=detached, hash=algorithm)
+    outer, pieces = mime.prepare_message(message, protect_headers=protect_headers)
+    check_signer(key, cert, algorithm)
     if not detached:
-        return mime.build_message(outer, opaque_fields("signed-data"), mime.b64_lines(der))
-    boundary = _boundary(content)
+        content = b"".join(pieces)
+        der = _signed_data(content, key, cert, chain, detached=False, hash=algorithm)
+        return b64_message(outer, opaque_fields("signed-data"), der)
     micalg = _MICALG[algorithm.name]
-    ctype = Field.make(
+    length = sum(memoryview(piece).nbytes for piece in pieces)
+    # The content is written once, straight into the result, and signed where it lies there
+    # (no separate copy of it).  The boundary goes into the header before the content is
+    # written; should the content contain it after all, start over the simple way.
+    boundary = _new_boundary()
+    head = mime.message_head(outer, [_signed_content_type(micalg, boundary)])
+    delim = b"--" + boundary.encode("ascii")
+    fixed = len(head) + len(PREAMBLE) + 3 * len(delim) + 12 + len(_SIGNATURE_HEAD) + length
+    der_bound = sum(len(c.public_bytes(serialization.Encoding.DER)) for c in (cert, *chain))
+    out = mime.Output(fixed + mime.b64_size(der_bound + 4096))  # an upper bound; trimmed
+    for piece in (head, PREAMBLE, b"\r\n", delim, b"\r\n", *pieces):
+        out.write(piece)
+    with out.region(out.pos - length, out.pos) as written:
+        clash = re.search(re.escape(boundary.encode("ascii")), written) is not None
+        if not clash:
+            der = _signed_data(written, key, cert, chain, detached=True, hash=algorithm)
+    if clash:
+        return _sign_joined(outer, b"".join(pieces), key, cert, chain, algorithm)
+    for piece in (b"\r\n", delim, b"\r\n", _SIGNATURE_HEAD, mime.b64_lines(der)):
+        out.write(piece)
+    out.write(b"\r\n" + delim + b"--\r\n")
+    return out.value()
+
+
+_SIGNATURE_HEAD = (
+    b'Content-Type: application/pkcs7-signature; name="smime.p7s"\r\n'
+    b"Content-Transfer-Encoding: base64\r\n"
+    b'Content-Disposition: attachment; filename="smime.p7s"\r\n'
+    b"Content-Description: S/MIME Cryptographic Signature\r\n\r\n"
+)
+
+
+def _signed_content_type(micalg: str, boundary: str) -> Field:
+    return Field.make(
         "Content-Type",
         f'multipart/signed; protocol="application/pkcs7-signature"; micalg={micalg};'
         f'\r\n boundary="{boundary}"',
     )
+
+
+def _sign_joined(
+    outer: Sequence[Field],
+    content: bytes,
+    key: SignKey,
+    cert: x509.Certificate,
+    chain: Sequence[x509.Certificate],
+    algorithm: SignHash,
+) -> bytes:
+    """Clear-sign ``content`` (already prepared) the plain way: join, then sign."""
+    der = _signed_data(content, key, cert, chain, detached=True, hash=algorithm)
+    boundary = _boundary(content)
     delim = b"--" + boundary.encode("ascii")
-    signature_part = (
-        b'Content-Type: application/pkcs7-signature; name="smime.p7s"\r\n'
-        b"Content-Transfer-Encoding: base64\r\n"
-        b'Content-Disposition: attachment; filename="smime.p7s"\r\n'
-        b"Content-Description: S/MIME Cryptographic Signature\r\n\r\n" + mime.b64_lines(der)
-    )
-    body = b"".join(
+    return b"".join(
         [
+            mime.message_head(outer, [_signed_content_type(_MICALG[algorithm.name], boundary)]),
             PREAMBLE,
             b"\r\n",
             delim,
@@ -94,17 +131,28 @@ def sign(
             b"\r\n",
             delim,
             b"\r\n",
-            signature_part,
+            _SIGNATURE_HEAD,
+            mime.b64_lines(der),
             b"\r\n",
             delim,
             b"--\r\n",
         ]
     )
-    return mime.build_message(outer, [ctype], body)
+
+
+def b64_message(outer: Sequence[Field], content: Sequence[Field], der: bytes) -> bytes:
+    """``build_message(outer, content, b64_lines(der))`` written once into its result."""
+    head = mime.message_head(outer, content)
+    out = mime.Output(len(head) + mime.b64_size(len(der)))
+    out.write(head)
+    lines = mime.Base64Lines(out)
+    lines.write(der)
+    lines.close()
+    return out.value()
 
 
 def sign_bytes(
-    content: bytes,
+    content: mime.Buffer,
     key: SignKey,
     cert: x509.Certificate,
     chain: Sequence[x509.Certificate] = (),
@@ -113,18 +161,23 @@ def sign_bytes(
     hash: SignHash | None = None,
 ) -> bytes:
     """CMS SignedData (DER) over exactly ``content`` (no canonicalisation applied)."""
-    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        raise SigningFailed("signing key must be an RSA or EC private key")
-    if not isinstance(cert, x509.Certificate):
-        raise SigningFailed("signer certificate must be an x509.Certificate")
-    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
-        raise SigningFailed("signing key does not match the signer certificate")
     algorithm = hash if hash is not None else hashes.SHA256()
-    if algorithm.name not in _MICALG:
-        raise SigningFailed(f"unsupported signature hash {algorithm.name}")
+    check_signer(key, cert, algorithm)
+    return _signed_data(content, key, cert, chain, detached=detached, hash=algorithm)
+
+
+def _signed_data(
+    content: mime.Buffer,
+    key: SignKey,
+    cert: x509.Certificate,
+    chain: Sequence[x509.Certificate],
+    *,
+    detached: bool,
+    hash: SignHash,
+) -> bytes:
+    """:func:`sign_bytes` for a key/certificate/hash that passed :func:`check_signer`."""
     # set_data first: later builder steps drop what came before it; certificates last.
-    builder = pkcs7.PKCS7SignatureBuilder().set_data(content).add_signer(cert, key, algorithm)
+    builder = pkcs7.PKCS7SignatureBuilder().set_data(content).add_signer(cert, key, hash)
     seen = {cert.fingerprint(hashes.SHA256())}
     for extra in chain:
         fingerprint = extra.fingerprint(hashes.SHA256())
@@ -140,6 +193,19 @@ def sign_bytes(
         raise SigningFailed(f"signing failed: {exc}") from exc
 
 
+def check_signer(key: SignKey, cert: x509.Certificate, algorithm: hashes.HashAlgorithm) -> None:
+    """Raise :class:`SigningFailed` unless ``key``/``cert``/``algorithm`` can sign S/MIME."""
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise SigningFailed("signing key must be an RSA or EC private key")
+    if not isinstance(cert, x509.Certificate):
+        raise SigningFailed("signer certificate must be an x509.Certificate")
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
+        raise SigningFailed("signing key does not match the signer certificate")
+    if algorithm.name not in _MICALG:
+        raise SigningFailed(f"unsupported signature hash {algorithm.name}")
+
+
 def opaque_fields(smime_type: str) -> list[Field]:
     return [
         Field.make(
@@ -151,8 +217,12 @@ def opaque_fields(smime_type: str) -> list[Field]:
     ]
 
 
+def _new_boundary() -> str:
+    return "----=_cmcgate_" + secrets.token_hex(12)
+
+
 def _boundary(content: bytes) -> str:
     while True:
-        boundary = "----=_cmcgate_" + secrets.token_hex(12)
+        boundary = _new_boundary()
         if boundary.encode("ascii") not in content:
             return boundary
