@@ -13,6 +13,8 @@ there already counts as done).  No such entry: ``mail=<address>,<base_dn>`` is c
 expired by the time its job runs is not published (the job succeeds, the audit says why).
 Unpublish: the value is removed from every entry with that ``mail`` (MODIFY_DELETE; a missing
 value or entry counts as done); entries are never deleted.
+The directory writing itself is :class:`ca.ldapwrite.DirectoryWriter` (shared with the
+gateway, which publishes the certificates it enrols from an external PKI).
 
 Failures never reach issuance; a job is retried with exponential back-off (1 min doubling,
 capped at 6 h):
@@ -34,7 +36,6 @@ from __future__ import annotations
 
 import logging
 import os
-import ssl
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ca.audit import AuditEvent, append_audit
+from ca.ldapwrite import DirectorySession, DirectoryWriter, LdapUnavailable, PublishError
 from ca.settings_types import LdapSettings
 from ca.store_jobs import DEFAULT_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF
 from ca.store_model import CertificateStatus, JobKind, JobStatus, JobView
@@ -54,24 +56,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CERT_ATTRIBUTE = "userCertificate;binary"
-PERSON_CLASSES = ("top", "person", "organizationalPerson", "inetOrgPerson")
 PUBLISH_INTERVAL_SECONDS = 10
 STALE_AFTER = timedelta(minutes=15)
 ACTOR = "ldap-publisher"
 UNLIMITED_ATTEMPTS = 2**31 - 1
-_NO_SUCH_ATTRIBUTE = 16
-_VALUE_EXISTS = 20
-_ALREADY_EXISTS = 68
-_UNAVAILABLE_CODES = frozenset({51, 52})  # busy, unavailable
-
-
-class PublishError(CmcgateError):
-    """A publication job could not be done now (the directory refused it)."""
-
-
-class LdapUnavailable(PublishError):
-    """The directory cannot be reached or bound to: every job waits for it."""
 
 
 @dataclass
@@ -131,7 +119,7 @@ class LdapPublisher:
     def run_due(self, now: datetime | None = None) -> PublishRun:
         """Claim and do the due jobs (at most ``max_jobs``); never raises for LDAP trouble."""
         run = PublishRun()
-        conn: Any = None
+        session: DirectorySession | None = None
         try:
             while run.handled < self.max_jobs:
                 limit = min(self.batch, self.max_jobs - run.handled)
@@ -140,9 +128,9 @@ class LdapPublisher:
                     break
                 for index, job in enumerate(jobs):
                     try:
-                        if conn is None:
-                            conn = self._connect()
-                        outcome = self._do(conn, job, now)
+                        if session is None:
+                            session = self._connect()
+                        outcome = self._do(session, job, now)
                     except LdapUnavailable as exc:
                         for waiting in jobs[index:]:
                             self._retry(waiting, str(exc), run, now, outage=True)
@@ -153,8 +141,8 @@ class LdapPublisher:
                     else:
                         self._succeed(job, outcome, run, now)
         finally:
-            if conn is not None:
-                _quietly_unbind(conn)
+            if session is not None:
+                session.close()
         return run
 
     def _succeed(
@@ -195,56 +183,14 @@ class LdapPublisher:
         append_audit(self.store, AuditEvent.PUBLISH, ACTOR, job.serial, details)
 
     # -- one job -----------------------------------------------------------------------------
-    def _do(self, conn: Any, job: JobView, now: datetime | None) -> _Outcome:
+    def _do(self, session: DirectorySession, job: JobView, now: datetime | None) -> _Outcome:
         cert = self.store.get_certificate(job.serial, now=now)
-        entries = self._find(conn, job.email)
         if job.kind is JobKind.UNPUBLISH:
-            results = {self._change(conn, dn, "delete", cert.der) for dn in entries}
-            return _Outcome(_join(results) or "no entry", entries)
+            return _Outcome(*session.unpublish(job.email, cert.der))
         if cert.status is not CertificateStatus.VALID:
+            entries = session.find(job.email)
             return _Outcome(f"not published: certificate {cert.status.value}", entries)
-        if not entries:
-            return _Outcome("entry created", (self._create(conn, job.email, cert.der),))
-        results = {self._change(conn, dn, "add", cert.der) for dn in entries}
-        return _Outcome(_join(results), entries)
-
-    def _find(self, conn: Any, email: str) -> tuple[str, ...]:
-        import ldap3
-        from ldap3.utils.conv import escape_filter_chars
-
-        base = self.settings.base_dn
-        _call(conn, conn.search, base, f"(mail={escape_filter_chars(email)})",
-              search_scope=ldap3.SUBTREE, attributes=[ldap3.NO_ATTRIBUTES])  # fmt: skip
-        if (conn.result or {}).get("result") != 0:  # search() is False for no entries too
-            raise PublishError(f"search for mail={email} under {base}: {_describe(conn)}")
-        found = [r["dn"] for r in conn.response or () if r.get("type") == "searchResEntry"]
-        return tuple(sorted(found))
-
-    def _create(self, conn: Any, email: str, der: bytes) -> str:
-        from ldap3.utils.dn import escape_rdn
-
-        dn = f"mail={escape_rdn(email)},{self.settings.base_dn}"
-        local = email.rpartition("@")[0] or email
-        attributes = {"cn": email, "sn": local, "mail": email, CERT_ATTRIBUTE: der}
-        if _call(conn, conn.add, dn, list(PERSON_CLASSES), attributes):
-            return dn
-        if conn.result.get("result") == _ALREADY_EXISTS:  # created meanwhile by another worker
-            self._change(conn, dn, "add", der)
-            return dn
-        raise PublishError(f"add {dn}: {_describe(conn)}")
-
-    def _change(self, conn: Any, dn: str, action: str, der: bytes) -> str:
-        import ldap3
-
-        op = ldap3.MODIFY_ADD if action == "add" else ldap3.MODIFY_DELETE
-        if _call(conn, conn.modify, dn, {CERT_ATTRIBUTE: [(op, [der])]}):
-            return "added" if action == "add" else "removed"
-        code = conn.result.get("result")
-        if action == "add" and code == _VALUE_EXISTS:
-            return "already present"
-        if action == "delete" and code == _NO_SUCH_ATTRIBUTE:
-            return "not present"
-        raise PublishError(f"modify ({action}) {CERT_ATTRIBUTE} of {dn}: {_describe(conn)}")
+        return _Outcome(*session.publish(job.email, cert.der))
 
     # -- the connection ----------------------------------------------------------------------
     def _password(self) -> str | None:
@@ -261,73 +207,16 @@ class LdapPublisher:
             raise LdapUnavailable(f"{path}: the LDAP password file is empty")
         return lines[0]
 
-    def _connect(self) -> Any:
-        """A bound connection; :class:`LdapUnavailable` when that is impossible now."""
-        import ldap3
-        from ldap3.core.exceptions import LDAPException
-
-        password = self._password()
-        url = self.settings.url
-        tls = ldap3.Tls(validate=ssl.CERT_REQUIRED) if url.lower().startswith("ldaps:") else None
-        try:
-            server = ldap3.Server(
-                url, connect_timeout=self.connect_timeout, get_info=ldap3.NONE, tls=tls
-            )
-            conn = ldap3.Connection(
-                server,
-                user=self.settings.bind_dn if password is not None else None,
-                password=password,
-                receive_timeout=self.receive_timeout,
-                raise_exceptions=False,
-                auto_bind=ldap3.AUTO_BIND_NONE,
-            )
-            conn.open()
-            bound = conn.bind()
-        except LDAPException as exc:
-            raise LdapUnavailable(f"cannot reach {url}: {exc}") from None
-        if not bound:
-            message = f"bind as {self.settings.bind_dn} to {url} refused: {_describe(conn)}"
-            _quietly_unbind(conn)
-            raise LdapUnavailable(message)
-        return conn
-
-
-def _call(conn: Any, operation: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
-    """Run one ldap3 operation; connection trouble becomes :class:`LdapUnavailable`."""
-    from ldap3.core.exceptions import (
-        LDAPCommunicationError,
-        LDAPException,
-        LDAPResponseTimeoutError,
-        LDAPStartTLSError,
-    )
-
-    try:
-        ok = bool(operation(*args, **kwargs))
-    except (LDAPCommunicationError, LDAPResponseTimeoutError, LDAPStartTLSError) as exc:
-        raise LdapUnavailable(f"connection to the directory lost: {exc}") from None
-    except LDAPException as exc:
-        raise PublishError(f"LDAP: {exc}") from None
-    if not ok and (conn.result or {}).get("result") in _UNAVAILABLE_CODES:
-        raise LdapUnavailable(f"the directory is unavailable: {_describe(conn)}")
-    return ok
-
-
-def _describe(conn: Any) -> str:
-    result = conn.result or {}
-    text = f"{result.get('description', 'error')} ({result.get('result', '?')})"
-    message = str(result.get("message") or "").strip()
-    return f"{text}: {message}" if message else text
-
-
-def _join(results: set[str]) -> str:
-    return ", ".join(sorted(results))
-
-
-def _quietly_unbind(conn: Any) -> None:
-    try:
-        conn.unbind()
-    except Exception:  # noqa: BLE001, S110 - closing a connection that may be dead already
-        pass
+    def _connect(self) -> DirectorySession:
+        """A bound session; :class:`LdapUnavailable` when that is impossible now."""
+        return DirectoryWriter(
+            self.settings.url,
+            self.settings.base_dn,
+            bind_dn=self.settings.bind_dn,
+            password=self._password,
+            connect_timeout=self.connect_timeout,
+            receive_timeout=self.receive_timeout,
+        ).connect()
 
 
 # -- the CA service's schedule and the CLI ----------------------------------------------------

@@ -1,4 +1,5 @@
-"""cmcgate's own sections: gateway, DKIM, stores, keys, lookup, enrolment, metrics."""
+"""cmcgate's own sections: gateway, DKIM, stores, keys, lookup, publication, enrolment,
+metrics."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from config.model import (
     LdapDirectory,
     LookupSettings,
     NextHopTls,
+    PublishSettings,
     StoreSettings,
 )
 from config.source import Props
@@ -222,6 +224,27 @@ def build_lookup(p: Props) -> LookupSettings:
         directories=tuple(directories),
         negative_cache_ttl=p.get("cmcgate.lookup.negativeCacheTtl", parse_duration, 3600),
     )
+
+
+def build_publish(p: Props) -> PublishSettings | None:
+    key = "cmcgate.publish.ldap."
+    present = p.family(key)
+    if not present:
+        return None
+    anchor = p.line(present[0])
+    for leaf in ("url", "base"):
+        if p.raw(key + leaf) is None:
+            p.error(key + leaf, "missing: publishing to LDAP needs url and base", anchor)
+    url = p.get(key + "url", _ldap_url, None)
+    base = p.raw(key + "base")
+    password = secret_ref(p, key + "passwordFile", key + "passwordEnv")
+    bind_dn = p.raw(key + "bindDn")
+    if password is not None and bind_dn is None:
+        p.error(key + "bindDn", "missing: a password is set but no bind DN", anchor)
+    timeout = p.get(key + "timeout", lambda v: parse_seconds(v, maximum=300), 5.0)
+    if url is None or base is None:
+        return None
+    return PublishSettings(url, base, bind_dn, password, timeout)
 
 
 def build_enrolment(p: Props) -> EnrolmentSettings:

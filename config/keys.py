@@ -76,6 +76,12 @@ OWN_KEYS = (
     "cmcgate.keys.pinEnv",
     "cmcgate.keys.poolSize",
     "cmcgate.lookup.negativeCacheTtl",
+    "cmcgate.publish.ldap.url",
+    "cmcgate.publish.ldap.base",
+    "cmcgate.publish.ldap.bindDn",
+    "cmcgate.publish.ldap.passwordFile",
+    "cmcgate.publish.ldap.passwordEnv",
+    "cmcgate.publish.ldap.timeout",
     "cmcgate.enrolment.renewDaysBeforeExpiry",
     "cmcgate.enrolment.keyPoolSize",
     "cmcgate.enrolment.keyType",
@@ -99,6 +105,8 @@ INLINE_SECRETS = {
     "cmcgate.pki.accessCertificatePasswordEnv",
     "cmcgate.keys.pin": "cmcgate.keys.pinFile or cmcgate.keys.pinEnv",
     "cmcgate.keys.passphrase": "cmcgate.keys.passphraseFile or cmcgate.keys.passphraseEnv",
+    "cmcgate.publish.ldap.password": "cmcgate.publish.ldap.passwordFile or "
+    "cmcgate.publish.ldap.passwordEnv",
 }
 
 STRICT_PREFIXES = ("security.pkiConnection.", "connection.ssl.", "cmcgate.")

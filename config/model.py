@@ -205,6 +205,17 @@ class LookupSettings:
 
 
 @dataclass(frozen=True)
+class PublishSettings:
+    """``cmcgate.publish.ldap.*``: the directory the gateway writes enrolled certificates to."""
+
+    url: str
+    base: str
+    bind_dn: str | None = None
+    password: SecretRef | None = None
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True)
 class EnrolmentSettings:
     renew_days_before_expiry: int = 30
     key_pool_size: int = 0
@@ -225,6 +236,7 @@ class Config:
     keys: KeyBackendSettings | None = None
     lookup: LookupSettings = LookupSettings()
     enrolment: EnrolmentSettings = EnrolmentSettings()
+    publish: PublishSettings | None = None
     metrics_listen: HostPort | None = None
     warnings: tuple[ConfigIssue, ...] = ()
     origins: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}), compare=False)

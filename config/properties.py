@@ -28,6 +28,7 @@ from config.build_gateway import (
     build_keys,
     build_lookup,
     build_metrics,
+    build_publish,
     build_store,
 )
 from config.build_pki import build_pki
@@ -62,6 +63,7 @@ def _build(p: Props) -> Config:
     store = build_store(p)
     keys = build_keys(p)
     lookup = build_lookup(p)
+    publish = build_publish(p)
     enrolment = build_enrolment(p)
     metrics = build_metrics(p)
     if pki is not None and pki.enrol_internal_users and keys is None:
@@ -85,6 +87,7 @@ def _build(p: Props) -> Config:
         store=store,
         keys=keys,
         lookup=lookup,
+        publish=publish,
         enrolment=enrolment,
         metrics_listen=metrics,
         warnings=tuple(warnings),

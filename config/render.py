@@ -124,6 +124,18 @@ def effective(config: Config) -> dict[str, Any]:
             for d in config.lookup.directories
         ],
     }
+    publish = config.publish
+    data["publish"] = {
+        "ldap": None
+        if publish is None
+        else {
+            "url": publish.url,
+            "base": publish.base,
+            "bindDn": publish.bind_dn,
+            "password": _secret(publish.password),
+            "timeout": publish.timeout,
+        }
+    }
     data["enrolment"] = {
         "renewDaysBeforeExpiry": config.enrolment.renew_days_before_expiry,
         "keyPoolSize": config.enrolment.key_pool_size,

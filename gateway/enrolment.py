@@ -37,7 +37,9 @@ Outcomes, as the pipeline sees them:
 
 State: one JSON file per address, see :mod:`gateway.enrolment_state` (written atomically:
 temporary file, fsync, rename) holding the key label in use and, when pending, the
-``PendingEnrollment``; removed once the certificate is stored.
+``PendingEnrollment``; removed once the certificate is stored.  With ``publication`` (an
+external PKI and ``cmcgate.publish.ldap.*``), each stored certificate is then published to
+LDAP, best effort and off the mail's path: see :mod:`gateway.publication`.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from typing import Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from ca.keys import KeyBackendError, KeyNotFound, PrivateKeyHandle
@@ -65,6 +68,7 @@ from gateway.enrolment_state import EnrolmentState, StateFiles
 from gateway.keypool import KeyPool
 from gateway.keystore import KeyStore, KeyStoreError
 from gateway.pipeline import Certificates, DecryptionKey, PipelineSettings, SigningIdentity
+from gateway.publication import Publication
 from gateway.smime.sign import SignKey
 from gateway.store import CertStore
 from gateway.store_models import CertificateRecord, Source, StoreError, normalise_email
@@ -116,6 +120,7 @@ class Enroller:
         clock: Callable[[], datetime] | None = None,
         workers: int = 4,
         refusal_backoff: timedelta = timedelta(hours=1),
+        publication: Publication | None = None,
     ) -> None:
         self.store = store
         self.keys = keys
@@ -133,6 +138,7 @@ class Enroller:
         self.pool = pool
         self.clock = clock or (lambda: datetime.now(UTC))
         self.refusal_backoff = refusal_backoff
+        self.publication = publication
         self._executor = concurrent.futures.ThreadPoolExecutor(workers, "enrol")
         self._inflight: dict[str, concurrent.futures.Future[Any]] = {}
         self._lock = threading.RLock()
@@ -172,6 +178,8 @@ class Enroller:
     def poll_pending(self) -> PollReport:
         """Ask the CA about every pending enrolment; store what was issued (blocking)."""
         report = PollReport()
+        if self.publication is not None:
+            self.publication.retry()
         jobs = {}
         for email in self.state.emails():
             try:
@@ -312,10 +320,21 @@ class Enroller:
             raise TemporaryFailure(f"cannot store {state.email}'s new certificate: {exc}") from exc
         self.state.remove(state.email)
         self._refused.pop(state.email, None)
+        self._publish(state.email, result.certificate)
         log.info("enrolled %s: serial %s, key %s%s", state.email, record.serial,
                  state.key_label, " (renewal)" if state.renewing else "")  # fmt: skip
         chain = tuple(self.store.chain_for(record))
         return SigningIdentity(cast(SignKey, key), result.certificate, chain)
+
+    def _publish(self, email: str, cert: x509.Certificate) -> None:
+        """Queue LDAP publication as a task of its own: the waiting mail goes on meanwhile."""
+        if self.publication is not None:
+            der = cert.public_bytes(Encoding.DER)
+            self.publication.record(email, der)
+            try:
+                self._executor.submit(self.publication.attempt, email, der)
+            except RuntimeError:  # shutting down: poll_pending's retry after the restart
+                pass
 
     def _give_up(self, state: EnrolmentState, exc: BaseException) -> None:
         """A permanent refusal: forget the attempt and destroy its key (never used)."""

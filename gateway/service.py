@@ -151,9 +151,15 @@ class Broker:
                 from gateway import renewal
                 from gateway.enrolment import Enroller, EnrollingCertificates
 
+                publication = None
+                if config.publish is not None:
+                    from gateway.publication import Publication, writer_for
+
+                    publication = Publication(writer_for(config.publish), config.gateway.state_dir)
                 broker.enroller = Enroller(
                     stores.certs, stores.require_keys(), lambda: client_from_config(pki), pki,
                     config.enrolment, state_dir=config.gateway.state_dir,
+                    publication=publication,
                 ).start()  # fmt: skip
                 broker.certificates = EnrollingCertificates(
                     broker.certificates, broker.enroller,
