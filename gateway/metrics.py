@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -57,7 +58,20 @@ class Metrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+        self.renewals = Counter(
+            "cmcgate_certificate_renewals",
+            "Certificates of internal users renewed over CMC, by result",
+            ("result",),
+            registry=self.registry,
+        )
         self._started: dict[str, float] = {}
+
+    def count_renewals(self, report: Any) -> Any:
+        """Count a :class:`gateway.renewal.RenewalReport` (renewed / pending / failed)."""
+        self.renewals.labels("renewed").inc(len(report.renewed))
+        self.renewals.labels("pending").inc(len(report.pending))
+        self.renewals.labels("failed").inc(len(report.failed))
+        return report
 
     def direction_of(self, transaction: Transaction) -> str:
         domain = transaction.sender.rpartition("@")[2].lower()

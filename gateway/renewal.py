@@ -141,11 +141,19 @@ def schedule(
     *,
     poll_seconds: int = 300,
     renew_seconds: int = 6 * 3600,
+    on_report: Callable[[RenewalReport], object] | None = None,
 ) -> None:
-    """Add the broker's jobs to an APScheduler scheduler (not started here)."""
+    """Add the broker's jobs to an APScheduler scheduler (not started here); ``on_report``
+    gets every renewal run's report (the gateway counts it in its metrics)."""
     scheduler.add_job(enroller.poll_pending, "interval", seconds=poll_seconds,
                       id="enrolment-poll", coalesce=True, max_instances=1)  # fmt: skip
     if renewer is not None:
-        scheduler.add_job(renewer.run, "interval", seconds=renew_seconds,
+
+        def renew() -> None:
+            report = renewer.run()
+            if on_report is not None:
+                on_report(report)
+
+        scheduler.add_job(renew, "interval", seconds=renew_seconds,
                           id="renewal", coalesce=True, max_instances=1,
                           next_run_time=datetime.now(UTC))  # fmt: skip

@@ -130,7 +130,7 @@ class Broker:
     scheduler: Any = None
 
     @classmethod
-    def start(cls, config: Config, stores: GatewayStores) -> Broker:
+    def start(cls, config: Config, stores: GatewayStores, metrics: Metrics | None = None) -> Broker:
         certificates: Certificates = StoreCertificates(stores.certs, stores.require_keys())
         broker = cls(certificates)
         pki = config.pki
@@ -170,7 +170,10 @@ class Broker:
                     internal_domains=config.gateway.internal_domains,
                 )  # fmt: skip
                 broker.scheduler = BackgroundScheduler(timezone="UTC")
-                renewal.schedule(broker.scheduler, broker.enroller, renewer)
+                renewal.schedule(
+                    broker.scheduler, broker.enroller, renewer,
+                    on_report=metrics.count_renewals if metrics is not None else None,
+                )  # fmt: skip
                 broker.scheduler.start()
         except BaseException:
             broker.close()
@@ -224,7 +227,7 @@ def start(config: Config, *, quarantine_dir: Path | None = None) -> RunningGatew
     try:
         metrics = Metrics(internal_domains=config.gateway.internal_domains)
         quarantine = Quarantine(quarantine_dir or config.gateway.state_dir / "quarantine")
-        broker = Broker.start(config, stores)
+        broker = Broker.start(config, stores, metrics)
         pipeline = SmimePipeline(
             pipeline_settings(config), broker.certificates, quarantine=quarantine
         )

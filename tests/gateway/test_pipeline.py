@@ -304,3 +304,21 @@ async def test_the_pipeline_runs_on_the_real_certificate_and_key_stores(tmp_path
         assert into.actions == ("inbound", "decrypt", "verify-valid")
         harvested = store.best_for_encryption("carol@partner.example")
         assert harvested is not None and harvested.source == "harvested"
+
+
+def test_renewal_runs_are_counted_in_the_metrics():
+    from gateway.metrics import Metrics
+    from gateway.renewal import RenewalReport
+
+    metrics = Metrics(INTERNAL)
+    report = RenewalReport(
+        due=["a@example.org", "b@example.org", "c@example.org"],
+        renewed={"a@example.org": "1f"},
+        pending=["b@example.org"],
+        failed={"c@example.org": "CA down"},
+    )
+    assert metrics.count_renewals(report) is report
+    value = metrics.registry.get_sample_value
+    assert value("cmcgate_certificate_renewals_total", {"result": "renewed"}) == 1
+    assert value("cmcgate_certificate_renewals_total", {"result": "pending"}) == 1
+    assert value("cmcgate_certificate_renewals_total", {"result": "failed"}) == 1
