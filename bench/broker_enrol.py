@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ca.keys.software import SoftwareBackend  # noqa: E402
 from cmc.client_config import client_from_config  # noqa: E402
 from config.model import EnrolmentSettings, PkiConnection  # noqa: E402
-from gateway.enrolment import Enroller, EnrollingCertificates  # noqa: E402
+from gateway.enrolling import EnrollingCertificates
+from gateway.enrolment import Enroller  # noqa: E402
 from gateway.keystore import KeyStore  # noqa: E402
 from gateway.store import CertStore  # noqa: E402
 from gateway.store_adapter import StoreCertificates  # noqa: E402

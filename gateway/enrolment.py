@@ -1,6 +1,6 @@
 """Enrolling internal senders at the CA on their first message (the certificate broker).
 
-:class:`EnrollingCertificates` wraps the pipeline's :class:`~gateway.pipeline.Certificates`:
+:class:`gateway.enrolling.EnrollingCertificates` wraps the pipeline's :class:`~gateway.pipeline.Certificates`:
 ``signing_identity(email)`` answers from the store as before and, for an internal sender with
 no valid signing certificate (when ``getFromPKIForNewIntUsers`` is on), enrols now and returns
 the new identity, so that very message is signed.  :class:`Enroller` does the work:
@@ -48,7 +48,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -67,7 +67,7 @@ from config.model import EnrolmentSettings, PkiConnection
 from gateway.enrolment_state import EnrolmentState, StateFiles
 from gateway.keypool import KeyPool
 from gateway.keystore import KeyStore, KeyStoreError
-from gateway.pipeline import Certificates, DecryptionKey, PipelineSettings, SigningIdentity
+from gateway.pipeline import SigningIdentity
 from gateway.publication import Publication
 from gateway.smime.sign import SignKey
 from gateway.store import CertStore
@@ -403,46 +403,3 @@ class Enroller:
 def _common_name(cert: x509.Certificate) -> str | None:
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(names[0].value) if names else None
-
-
-# -- the pipeline's view --------------------------------------------------------------------
-class EnrollingCertificates:
-    """``inner`` (e.g. :class:`~gateway.store_adapter.StoreCertificates`) plus enrolment of
-    internal senders that have no signing certificate yet."""
-
-    def __init__(
-        self,
-        inner: Certificates,
-        enroller: Enroller,
-        *,
-        internal_domains: Sequence[str] = (),
-    ) -> None:
-        self.inner = inner
-        self.enroller = enroller
-        self.internal_domains = tuple(internal_domains)
-
-    def _internal(self, email: str) -> bool:  # the pipeline asks only for internal senders
-        return not self.internal_domains or PipelineSettings(self.internal_domains).is_internal(
-            email
-        )
-
-    async def encryption_certificate(self, email: str) -> x509.Certificate | None:
-        return await self.inner.encryption_certificate(email)
-
-    async def signing_identity(
-        self, email: str, display_name: str | None = None
-    ) -> SigningIdentity | None:
-        identity = await self.inner.signing_identity(email)
-        if identity is not None or not self.enroller.enabled or not self._internal(email):
-            return identity
-        try:
-            return await self.enroller.enrol_async(email, display_name)
-        except EnrolmentRefused as exc:
-            log.warning("%s stays without a certificate: %s", email, exc)
-            return None
-
-    async def decryption_keys(self, email: str) -> Sequence[DecryptionKey]:
-        return await self.inner.decryption_keys(email)
-
-    async def harvest(self, certificates: Sequence[x509.Certificate], source: str) -> None:
-        await self.inner.harvest(certificates, source)

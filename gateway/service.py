@@ -149,7 +149,8 @@ class Broker:
 
                 from cmc.client_config import client_from_config
                 from gateway import renewal
-                from gateway.enrolment import Enroller, EnrollingCertificates
+                from gateway.enrolling import EnrollingCertificates
+                from gateway.enrolment import Enroller
 
                 publication = None
                 if config.publish is not None:

@@ -28,7 +28,8 @@ from config.model import EnrolmentSettings, PkiConnection
 from config.properties import load
 from config.totemo import pki_connection_properties
 from gateway.devservices import SmtpSink, free_port
-from gateway.enrolment import Enroller, EnrollingCertificates
+from gateway.enrolling import EnrollingCertificates
+from gateway.enrolment import Enroller
 from gateway.keypool import KeyPool, is_pool_label
 from gateway.keystore import KeyStore
 from gateway.pipeline import PipelineSettings, SmimePipeline
