@@ -1,6 +1,7 @@
 """Enrolling internal senders at the CA on their first message (the certificate broker).
 
-:class:`gateway.enrolling.EnrollingCertificates` wraps the pipeline's :class:`~gateway.pipeline.Certificates`:
+:class:`gateway.enrolling.EnrollingCertificates` wraps the pipeline's
+:class:`~gateway.pipeline.Certificates`:
 ``signing_identity(email)`` answers from the store as before and, for an internal sender with
 no valid signing certificate (when ``getFromPKIForNewIntUsers`` is on), enrols now and returns
 the new identity, so that very message is signed.  :class:`Enroller` does the work:
