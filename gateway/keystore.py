@@ -17,7 +17,7 @@ key is accepted as the partner of a certificate their public keys are compared
 from __future__ import annotations
 
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, cast
+from typing import Any, Self
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -26,10 +26,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from ca.keys import KeyBackend, KeyExists, KeyNotFound, KeyType, PrivateKeyHandle
 from config.errors import CmcgateError
 from gateway.store_models import CertificateRecord, certificate_emails, normalise_email
-
-if TYPE_CHECKING:
-    from ca.keys.pkcs11 import Pkcs11Backend
-    from ca.keys.software import SoftwareBackend
 
 LABEL_PREFIX = "user:"
 PlainKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
@@ -173,10 +169,10 @@ class KeyStore:
         for _ in range(5):
             label = self._next_label(email)
             try:
-                _import_into(self.backend, label, key)
+                handle = self.backend.import_key(label, key)
             except KeyExists:
                 continue
-            check_pair_handle(self.backend.load(label), key.public_key())
+            check_pair_handle(handle, key.public_key())
             return label
         raise KeyStoreError(f"could not find a free key label for {email}")
 
@@ -217,104 +213,3 @@ class KeyStore:
 def check_pair_handle(handle: PrivateKeyHandle, public_key: Any) -> None:
     if _spki(handle.public_key()) != _spki(public_key):
         raise KeyMismatch(f"key {handle.label!r} in the backend is not the key imported")
-
-
-# -- importing into the backends ---------------------------------------------------------------
-# TODO(ca/keys): KeyBackend has no public import yet. A backend that grows
-# ``import_key(label, key)`` is used as is; until then the two backends are reached into here.
-def _import_into(backend: KeyBackend, label: str, key: PlainKey) -> None:
-    native = getattr(backend, "import_key", None)
-    if callable(native):
-        native(label, key)
-    elif backend.kind == "software":
-        _import_software(cast("SoftwareBackend", backend), label, key)
-    elif backend.kind == "pkcs11":
-        _import_pkcs11(cast("Pkcs11Backend", backend), label, key)
-    else:
-        raise KeyStoreError(f"the {backend.kind} key backend cannot import keys")
-
-
-def _import_software(backend: SoftwareBackend, label: str, key: PlainKey) -> None:
-    backend._check_open()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(backend._passphrase),
-    )
-    with backend._lock:
-        backend._write_new(backend._path(label), pem, label)
-
-
-def _import_pkcs11(backend: Pkcs11Backend, label: str, key: PlainKey) -> None:
-    from asn1crypto.core import OctetString
-    from pkcs11 import Attribute, ObjectClass
-    from pkcs11 import KeyType as P11KeyType
-    from pkcs11.util.ec import encode_named_curve_parameters
-
-    def big(n: int) -> bytes:
-        return n.to_bytes((n.bit_length() + 7) // 8 or 1, "big")
-
-    key_id = x509.SubjectKeyIdentifier.from_public_key(key.public_key()).digest
-    common = {Attribute.TOKEN: True, Attribute.LABEL: label, Attribute.ID: key_id}
-    private: dict[Any, Any] = {
-        **common,
-        Attribute.CLASS: ObjectClass.PRIVATE_KEY,
-        Attribute.PRIVATE: True,
-        Attribute.SENSITIVE: True,
-        Attribute.EXTRACTABLE: False,
-        Attribute.SIGN: True,
-    }
-    public: dict[Any, Any] = {**common, Attribute.CLASS: ObjectClass.PUBLIC_KEY}
-    if isinstance(key, rsa.RSAPrivateKey):
-        nums = key.private_numbers()
-        pub_nums = nums.public_numbers
-        rsa_public = {
-            Attribute.KEY_TYPE: P11KeyType.RSA,
-            Attribute.MODULUS: big(pub_nums.n),
-            Attribute.PUBLIC_EXPONENT: big(pub_nums.e),
-        }
-        private.update(rsa_public)
-        private.update(
-            {
-                Attribute.DECRYPT: True,
-                Attribute.PRIVATE_EXPONENT: big(nums.d),
-                Attribute.PRIME_1: big(nums.p),
-                Attribute.PRIME_2: big(nums.q),
-                Attribute.EXPONENT_1: big(nums.dmp1),
-                Attribute.EXPONENT_2: big(nums.dmq1),
-                Attribute.COEFFICIENT: big(nums.iqmp),
-            }
-        )
-        public.update({**rsa_public, Attribute.VERIFY: True, Attribute.ENCRYPT: True})
-    else:
-        params = encode_named_curve_parameters(key.curve.name)
-        size = (key.curve.key_size + 7) // 8
-        point = key.public_key().public_bytes(
-            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-        )
-        ec_common = {Attribute.KEY_TYPE: P11KeyType.EC, Attribute.EC_PARAMS: params}
-        private.update(
-            {
-                **ec_common,
-                Attribute.VALUE: key.private_numbers().private_value.to_bytes(size, "big"),
-            }
-        )
-        public.update(
-            {**ec_common, Attribute.EC_POINT: OctetString(point).dump(), Attribute.VERIFY: True}
-        )
-
-    def op(s: Any) -> None:
-        taken = s.session.get_objects(
-            {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: label}
-        )
-        if list(taken):
-            raise KeyExists(f"a key labelled {label!r} exists already on the token")
-        public_object = s.session.create_object(public)
-        try:
-            s.session.create_object(private)
-        except BaseException:
-            public_object.destroy()
-            raise
-
-    with backend._write_lock:
-        backend._run(f"importing key {label!r}", op)
