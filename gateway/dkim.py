@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from config.errors import CmcgateError
+from gateway.smime import mime
+from gateway.smime.errors import MalformedMessage
 
 #: Headers signed by default (RFC 6376 §5.4.1), From first; each listed once more than it
 #: usually occurs ("oversigning") so a header added later in transit breaks the signature.
@@ -50,24 +52,15 @@ class DkimKey:
 
 
 def split_message(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
-    """Header fields as (name, raw field incl. CRLF) and the body, with CRLF line ends."""
-    message = re.sub(rb"\r?\n", b"\r\n", message)
-    head, sep, body = message.partition(b"\r\n\r\n")
-    if not sep:
-        if message.endswith(b"\r\n") and b":" in message:
-            head, body = message[:-2], b""
-        else:
-            raise DkimError("message has no header/body separator")
-    fields: list[tuple[bytes, bytes]] = []
-    for line in (head + b"\r\n").split(b"\r\n")[:-1]:
-        if line[:1] in (b" ", b"\t") and fields:
-            name, raw = fields[-1]
-            fields[-1] = (name, raw + line + b"\r\n")
-        elif b":" in line:
-            fields.append((line.split(b":", 1)[0].strip().lower(), line + b"\r\n"))
-        else:
-            raise DkimError(f"malformed header line: {line[:40]!r}")
-    return fields, body
+    """Header fields as (lowercased name, raw field) and the body, of a CRLF message.
+
+    The header is parsed by the same code as for S/MIME (:mod:`gateway.smime.mime`).
+    """
+    try:
+        entity = mime.split_message(message)
+    except MalformedMessage as exc:
+        raise DkimError(f"cannot DKIM-sign: {exc}") from None
+    return [(f.lname.encode(), f.raw) for f in entity.fields], entity.body
 
 
 def relaxed_header(raw_field: bytes) -> bytes:
@@ -120,6 +113,7 @@ def _fold_tags(tags: list[tuple[str, str]]) -> str:
 
 def sign(message: bytes, key: DkimKey, *, now: float | None = None) -> bytes:
     """Return ``message`` with a DKIM-Signature header (rsa-sha256, relaxed/relaxed) on top."""
+    message = mime.canonical(message)
     fields, body = split_message(message)
     present = {name for name, _ in fields}
     if b"from" not in present:
@@ -144,4 +138,4 @@ def sign(message: bytes, key: DkimKey, *, now: float | None = None) -> bytes:
     signature = key.private_key.sign(signed_data, padding.PKCS1v15(), hashes.SHA256())
     tags[-1] = ("b", base64.b64encode(signature).decode())
     header = _fold_tags(tags).encode() + b"\r\n"
-    return header + re.sub(rb"\r?\n", b"\r\n", message)
+    return header + message
