@@ -170,22 +170,14 @@ class SoftwareBackend(KeyBackend):
     # -- the interface ----------------------------------------------------------------
     def generate(self, label: str, key_type: KeyType) -> PrivateKeyHandle:
         self._check_open()
-        path = self._path(label)
+        self._path(label)  # refuse a bad label before spending time on key generation
         key_type = KeyType.parse(key_type)
         key: _SoftKey
         if key_type.is_rsa:
             key = rsa.generate_private_key(public_exponent=65537, key_size=key_type.rsa_bits)
         else:
             key = ec.generate_private_key(key_type.curve)
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(self._passphrase),
-        )
-        with self._lock:
-            self._write_new(path, pem, label)
-            self._keys[label] = key
-        return self._handle(label, key)
+        return self.import_key(label, key)
 
     def import_key(self, label: str, key: _SoftKey) -> PrivateKeyHandle:
         self._check_open()
