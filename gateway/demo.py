@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from config.errors import CmcgateError
+from gateway.devservices import free_port
 
 ALICE = "alice@example.org"
 BOB = "bob@partner.example"
@@ -146,12 +147,6 @@ def write_properties(
     return path
 
 
-def free_port() -> int:
-    from gateway.devservices import free_port as pick
-
-    return pick()
-
-
 def _openssl(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=60)
 
@@ -177,7 +172,7 @@ def _demo(work: Path, out: Path, step: Steps) -> None:  # noqa: PLR0915 - a stor
     from ca.service_certs import issue_access_certificate
     from config.properties import load
     from gateway import service as gateway_service
-    from gateway.devservices import Slapd, SmtpSink, free_port
+    from gateway.devservices import Slapd, SmtpSink
     from gateway.store_models import Source
 
     now = datetime.now(UTC)
