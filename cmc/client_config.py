@@ -8,8 +8,9 @@ both the TLS server and the CMC response signer, as Totemo uses one set for both
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 
 from cryptography import x509
 
@@ -31,14 +32,19 @@ def _read(path: object, what: str) -> bytes:
         raise PkiConfigError(f"{path}: cannot read the {what}: {exc.strerror}") from None
 
 
-def trusted_roots(pki: PkiConnection) -> tuple[x509.Certificate, ...]:
-    roots: list[x509.Certificate] = []
-    for path in pki.trusted_roots:
+def read_certificates(paths: Sequence[Path], what: str) -> tuple[x509.Certificate, ...]:
+    """Every certificate in the PEM files ``paths`` (PkiConfigError naming the bad file)."""
+    found: list[x509.Certificate] = []
+    for path in paths:
         try:
-            roots.extend(x509.load_pem_x509_certificates(_read(path, "trusted roots")))
+            found.extend(x509.load_pem_x509_certificates(_read(path, what)))
         except ValueError as exc:
             raise PkiConfigError(f"{path}: no PEM certificates: {exc}") from None
-    return tuple(roots)
+    return tuple(found)
+
+
+def trusted_roots(pki: PkiConnection) -> tuple[x509.Certificate, ...]:
+    return read_certificates(pki.trusted_roots, "trusted roots")
 
 
 def transport_settings(pki: PkiConnection) -> TransportSettings:

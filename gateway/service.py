@@ -39,16 +39,6 @@ class GatewayStartError(CmcgateError):
     """A file the gateway needs at start cannot be used."""
 
 
-def _read_certs(paths: tuple[Path, ...]) -> tuple[x509.Certificate, ...]:
-    out: list[x509.Certificate] = []
-    for path in paths:
-        try:
-            out.extend(x509.load_pem_x509_certificates(path.read_bytes()))
-        except (OSError, ValueError) as exc:
-            raise GatewayStartError(f"{path}: cannot read certificates: {exc}") from None
-    return tuple(out)
-
-
 def dkim_keys(config: Config) -> tuple[DkimKey, ...]:
     keys = []
     for entry in config.dkim:
@@ -69,7 +59,9 @@ def trust_anchors(config: Config) -> tuple[x509.Certificate, ...]:
     paths = config.gateway.trusted_roots
     if config.pki is not None:
         paths = (*paths, *config.pki.trusted_roots)
-    return _read_certs(paths)
+    from cmc.client_config import read_certificates
+
+    return read_certificates(paths, "trusted roots")
 
 
 def pipeline_settings(config: Config) -> PipelineSettings:
