@@ -225,10 +225,20 @@ class SmtpSink:
         self.messages: list[ReceivedMessage] = []
         self.reject: dict[str, str] = {}
         self.data_reply: str | None = None
+        #: SMTP sessions opened by clients (counted at EHLO/HELO).
+        self.sessions = 0
         self._lock = threading.Lock()
         self._controller: Any = None
 
     # aiosmtpd handler hooks -------------------------------------------------------------
+    async def handle_EHLO(  # noqa: N802 - aiosmtpd's hook name
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        with self._lock:
+            self.sessions += 1
+        session.host_name = hostname
+        return responses
+
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
     ) -> str:

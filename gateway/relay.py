@@ -10,12 +10,14 @@ Every failure to reach the next hop is temporary (4xx) for the client.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from dataclasses import dataclass
 
 import aiosmtplib
 
 from config.errors import CmcgateError
+from gateway.front import END_MARK, dot_stuff
 
 
 @dataclass(frozen=True)
@@ -67,14 +69,84 @@ def _reply_of(exc: aiosmtplib.SMTPResponseException) -> Reply:
     return Reply(exc.code, exc.message.replace("\r", " ").replace("\n", " ").strip() or "")
 
 
-class NextHopTransaction:
-    """One connection to the next hop, carrying one or more mail transactions."""
+class NextHopPool:
+    """Idle next-hop connections kept for the next transaction (as Postfix's smtp does).
 
-    def __init__(self, next_hop: NextHop) -> None:
+    A connection goes back into the pool only between transactions (after DATA's reply,
+    after a successful RSET); it is closed with QUIT after ``idle_time`` seconds unused or
+    when the pool already holds ``max_idle``.  Used only on the event loop that made it.
+    """
+
+    def __init__(self, next_hop: NextHop, *, max_idle: int = 32, idle_time: float = 5.0) -> None:
         self.next_hop = next_hop
+        self.max_idle = max_idle
+        self.idle_time = idle_time
+        self._idle: list[tuple[float, aiosmtplib.SMTP]] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def take(self) -> aiosmtplib.SMTP | None:
+        """An idle, still connected connection, or None."""
+        while self._idle:
+            _, smtp = self._idle.pop()
+            if smtp.is_connected:
+                return smtp
+        return None
+
+    def give(self, smtp: aiosmtplib.SMTP) -> bool:
+        """Keep ``smtp`` for reuse; False (caller closes it) when the pool is full."""
+        if len(self._idle) >= self.max_idle or not smtp.is_connected:
+            return False
+        loop = asyncio.get_running_loop()
+        self._idle.append((loop.time(), smtp))
+        if self._timer is None:
+            self._timer = loop.call_later(self.idle_time, self._expire)
+        return True
+
+    def _expire(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = None
+        cutoff = loop.time() - self.idle_time
+        old = [smtp for since, smtp in self._idle if since <= cutoff]
+        self._idle = [(since, smtp) for since, smtp in self._idle if since > cutoff]
+        for smtp in old:
+            loop.create_task(_quit(smtp))
+        if self._idle:
+            self._timer = loop.call_later(self.idle_time, self._expire)
+
+    def close(self) -> None:
+        """Drop every idle connection (QUIT in the background)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        idle, self._idle = self._idle, []
+        for _, smtp in idle:
+            asyncio.get_running_loop().create_task(_quit(smtp))
+
+
+class NextHopTransaction:
+    """One connection to the next hop, carrying one or more mail transactions.
+
+    With a :class:`NextHopPool` the connection is taken from and given back to the pool; a
+    pooled connection that turns out to be gone when MAIL is sent is replaced by a new one
+    once, transparently.
+    """
+
+    def __init__(self, next_hop: NextHop, pool: NextHopPool | None = None) -> None:
+        self.next_hop = next_hop
+        self.pool = pool
         self._smtp: aiosmtplib.SMTP | None = None
+        self._reused = False
+        #: A MAIL was accepted and its transaction not yet ended by DATA or RSET.
+        self._in_transaction = False
 
     async def open(self) -> None:
+        pooled = self.pool.take() if self.pool is not None else None
+        if pooled is not None:
+            self._smtp, self._reused = pooled, True
+            return
+        await self._connect()
+
+    async def _connect(self) -> None:
         hop = self.next_hop
         smtp = aiosmtplib.SMTP(
             hostname=hop.host,
@@ -91,9 +163,25 @@ class NextHopTransaction:
             raise RelayError(_temporary(_reply_of(exc))) from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError):
             raise RelayError(NEXT_HOP_DOWN) from None
-        self._smtp = smtp
+        self._smtp, self._reused = smtp, False
 
     async def mail(self, sender: str, options: list[str] | None = None) -> Reply:
+        try:
+            reply = await self._mail(sender, options)
+        except RelayError:
+            if not self._reused:
+                raise
+            reply = NEXT_HOP_LOST
+        if self._reused and reply.code in (421, NEXT_HOP_LOST.code):
+            # The next hop closed the idle connection (e.g. its own timeout): start afresh.
+            self._drop()
+            await self._connect()
+            reply = await self._mail(sender, options)
+        self._reused = False
+        self._in_transaction = reply.ok
+        return reply
+
+    async def _mail(self, sender: str, options: list[str] | None) -> Reply:
         smtp = self._require()
         try:
             response = await smtp.mail(sender, options=options or [])
@@ -114,14 +202,29 @@ class NextHopTransaction:
         return Reply(response.code, response.message)
 
     async def data(self, message: bytes) -> Reply:
+        """Send ``message`` (CRLF line ends) and return the next hop's reply to it.
+
+        The content is dot-stuffed with one ``bytes.replace`` and written at once, instead
+        of aiosmtplib's ``data()``, which runs two whole-message regular expressions first
+        (0.45 s for 35 MB).  Commands and replies still go through aiosmtplib.
+        """
         smtp = self._require()
         try:
-            response = await smtp.data(message)
-        except aiosmtplib.SMTPResponseException as exc:
-            return _reply_of(exc)
+            start = await smtp.execute_command(b"DATA")
+            if start.code != 354:
+                self._in_transaction = False
+                return Reply(start.code, start.message)
+            protocol = smtp.protocol
+            if protocol is None:
+                raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+            protocol.write(dot_stuff(message))
+            protocol.write(END_MARK)
+            response = await protocol.read_response(timeout=self.next_hop.timeout)
         except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            self._drop()
             raise RelayError(NEXT_HOP_LOST) from None
-        return Reply(response.code, response.message)
+        self._in_transaction = False
+        return Reply(response.code, response.message.strip())
 
     async def rset(self) -> None:
         smtp = self._require()
@@ -129,20 +232,41 @@ class NextHopTransaction:
             await smtp.rset()
         except (aiosmtplib.SMTPException, OSError, TimeoutError):
             raise RelayError(NEXT_HOP_LOST) from None
+        self._in_transaction = False
 
     async def close(self) -> None:
-        smtp, self._smtp = self._smtp, None
+        """End the session: back into the pool when there is one, QUIT otherwise."""
+        smtp = self._smtp
         if smtp is None:
             return
-        try:
-            await smtp.quit()
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        if self.pool is not None and smtp.is_connected:
+            try:
+                if self._in_transaction:
+                    await self.rset()
+                self._smtp = None
+                if self.pool.give(smtp):
+                    return
+            except RelayError:
+                pass
+        self._smtp = None
+        await _quit(smtp)
+
+    def _drop(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
             smtp.close()
 
     def _require(self) -> aiosmtplib.SMTP:
         if self._smtp is None:
             raise RelayError(NEXT_HOP_LOST)
         return self._smtp
+
+
+async def _quit(smtp: aiosmtplib.SMTP) -> None:
+    try:
+        await smtp.quit()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        smtp.close()
 
 
 def _temporary(reply: Reply) -> Reply:

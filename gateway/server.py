@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from config.errors import CmcgateError
-from gateway.relay import NextHop, NextHopTransaction, RelayError, Reply
+from gateway.relay import NextHop, NextHopPool, NextHopTransaction, RelayError, Reply
 
 log = logging.getLogger("cmcgate.gateway")
 
@@ -99,11 +99,26 @@ class GatewayHandler:
         pipeline: Pipeline = pass_through,
         front: FrontSettings | None = None,
         on_result: Callable[[Transaction, Sequence[Copy], Reply], None] | None = None,
+        *,
+        reuse_connections: bool = True,
     ) -> None:
         self.next_hop = next_hop
         self.pipeline = pipeline
         self.front = front or FrontSettings()
         self.on_result = on_result
+        self.reuse_connections = reuse_connections
+        self._pool: NextHopPool | None = None
+
+    def _next_hop_pool(self) -> NextHopPool | None:
+        """Idle connections to the current next hop (a new pool after a reload changed it)."""
+        if not self.reuse_connections:
+            return None
+        pool = self._pool
+        if pool is None or pool.next_hop is not self.next_hop:
+            if pool is not None:
+                pool.close()
+            pool = self._pool = NextHopPool(self.next_hop)
+        return pool
 
     # -- relay permission -------------------------------------------------------------
     def may_relay(self, session: Any) -> bool:
@@ -137,7 +152,7 @@ class GatewayHandler:
             return RELAY_DENIED
         state = self._state(envelope)
         await self._close(state)
-        transaction = NextHopTransaction(self.next_hop)
+        transaction = NextHopTransaction(self.next_hop, self._next_hop_pool())
         try:
             await transaction.open()
             reply = await transaction.mail(address, _forwardable(mail_options))
@@ -276,12 +291,13 @@ def start_front(
     ``server_hostname`` is the name in the greeting; without it aiosmtpd calls
     ``socket.getfqdn()`` for every connection, a blocking DNS lookup on the event loop.
 
-    aiosmtpd buffers DATA in memory: ``max_message_size`` bounds it (552 beyond, also
-    announced as ESMTP SIZE).  SMTPUTF8 and 8BITMIME are announced and passed on.
+    DATA is read in blocks into one buffer (:mod:`gateway.front`): ``max_message_size``
+    bounds it (552 beyond, also announced as ESMTP SIZE).  SMTPUTF8 and 8BITMIME are
+    announced and passed on.
     """
-    from aiosmtpd.controller import Controller
+    from gateway.front import FrontController
 
-    controller = Controller(
+    controller = FrontController(
         handler,
         hostname=host,
         port=port,
