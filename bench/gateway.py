@@ -31,7 +31,8 @@ Large message: one 25 MiB message (a base64 attachment) sign+encrypt through a f
 process (``smtp-source -F``): MB/s end to end and inside the pipeline, the time split into
 receiving / pipeline / relaying, and the process's peak RSS
 (``resource.getrusage`` in that process) over its RSS before the message, against the
-message size.  Postfix relaying the same file is shown for reference.
+message size.  For reference: Postfix relaying the same file, the gateway passing it through
+without crypto, and smtp-source handing it straight to smtp-sink (the tools' own floor).
 
 Targets (reported, never asserted): pass >= 1.0x Postfix, sign+encrypt >= 0.5x Postfix,
 25 MB sign+encrypt >= 100 MB/s with peak RSS growth <= 4x the message.
@@ -116,12 +117,11 @@ def _rss_kb() -> int:
 
 def serve(config_path: str, profile: bool) -> None:
     """Child: run the gateway as ``cmcgate gateway run`` does; report on stdin's EOF."""
-    import logging
-
     from config.properties import load
+    from gateway.cli import configure_logging
     from gateway.service import start
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    configure_logging("info")  # as `cmcgate gateway run` does by default
     # Its own quarantine directory: nothing is written outside the bench's work directory.
     gateway = start(load(config_path), quarantine_dir=Path(config_path).parent / "quarantine")
     timings: list[float] = []
@@ -383,12 +383,26 @@ def measure_gateway(
     }
 
 
-def measure_large(setup: Setup, big: Path, size: int, *, profile: bool) -> dict[str, Any]:
+def measure_direct(work: Path, big: Path) -> float:
+    """Seconds for smtp-source to hand ``big`` straight to smtp-sink: the tools' own floor."""
+    sink_port = free_port()
+    sink = SmtpSink(sink_port, work / "sink-direct.log").start()
+    try:
+        timed_run(sink_port, sink, 1, sessions=1, length=10240)
+        return min(timed_run(sink_port, sink, 1, sessions=1, message_file=big) for _ in range(3))
+    finally:
+        sink.stop()
+
+
+def measure_large(
+    setup: Setup, big: Path, size: int, *, profile: bool, mode: str = "sign+encrypt"
+) -> dict[str, Any]:
     work = setup.work
     sink_port, port = free_port(), free_port()
-    config = setup.config("sign+encrypt", port, sink_port)
-    sink = SmtpSink(sink_port, work / "sink-large.log").start()
-    log = work / "gateway-large.log"
+    config = setup.config(mode, port, sink_port)
+    tag = mode.replace("+", "-")
+    sink = SmtpSink(sink_port, work / f"sink-large-{tag}.log").start()
+    log = work / f"gateway-large-{tag}.log"
     try:
         gateway = GatewayProcess(config, port, log, profile=profile)
     except BaseException:
@@ -402,7 +416,7 @@ def measure_large(setup: Setup, big: Path, size: int, *, profile: bool) -> dict[
     finally:
         gateway.kill()
         sink.stop()
-    check_log(log, MODES["sign+encrypt"][3], 2)
+    check_log(log, MODES[mode][3], 2)
     before_kb = gateway.ready["rss_kb"]
     peak_kb = report["maxrss_kb"]
     pipeline = report["pipeline_seconds"][-1]
@@ -561,6 +575,8 @@ def main() -> None:
                 print(f"DKIM on vs off ({plain}): {ratio:.2f}x")
         if big is not None:
             large = measure_large(setup, big, big_size, profile=args.profile == "large")
+            large_pass = measure_large(setup, big, big_size, profile=False, mode="pass")
+            direct_mb_s = big_size / 1e6 / measure_direct(work, big)
             postfix_mb_s = big_size / 1e6 / postfix_large
             print()
             print(
@@ -569,6 +585,12 @@ def main() -> None:
                 f" {large['pipeline_mb_per_s']:.1f} MB/s in the pipeline;"
                 f" postfix relay {postfix_mb_s:.1f} MB/s"
                 f" (gateway {large['mb_per_s'] / postfix_mb_s:.2f}x)"
+            )
+            print(
+                f"  same message without crypto: smtp-source straight to smtp-sink"
+                f" {direct_mb_s:.1f} MB/s, gateway pass {large_pass['mb_per_s']:.1f} MB/s"
+                f" ({large_pass['mb_per_s'] / postfix_mb_s:.2f}x postfix),"
+                f" peak growth {large_pass['growth_ratio']:.2f}x"
             )
             receive, pipeline, relay = large["phases"]
             print(

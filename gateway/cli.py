@@ -8,16 +8,21 @@ from pathlib import Path
 from typing import Any
 
 
+def configure_logging(level: str) -> None:
+    """Logging as ``gateway run`` sets it up (the benches use it too)."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if level != "debug":
+        # aiosmtpd logs ~13 lines per message at INFO; cmcgate logs one summary line itself.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway.service import run
 
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if args.log_level != "debug":
-        # aiosmtpd logs ~13 lines per message at INFO; cmcgate logs one summary line itself.
-        logging.getLogger("mail.log").setLevel(logging.WARNING)
+    configure_logging(args.log_level)
     return run(
         Path(args.config), quarantine_dir=Path(args.quarantine_dir) if args.quarantine_dir else None
     )

@@ -18,6 +18,7 @@ other command, STARTTLS, AUTH and the limits stay aiosmtpd's.
 from __future__ import annotations
 
 import asyncio
+import io
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -34,24 +35,28 @@ class DataTooLarge(Exception):  # noqa: N818 - control flow inside this module o
     """The client sent more than the size limit (everything up to the end mark was read)."""
 
 
-async def read_data(reader: asyncio.StreamReader, limit: int | None) -> bytearray:
+async def read_data(reader: asyncio.StreamReader, limit: int | None) -> bytes:
     """Read message content after ``354`` up to the end mark; returns it un-stuffed.
 
     Raises :class:`DataTooLarge` when the content exceeds ``limit`` (the rest is read and
     discarded first, so the session stays in step), and ``asyncio.IncompleteReadError``
     when the connection ends before the end mark.
+
+    The pieces go into a ``BytesIO``, whose ``getvalue()`` hands its buffer over without a
+    copy: the message exists once, not as a buffer plus a ``bytes`` copy of it.
     """
-    out = bytearray()
+    out = io.BytesIO()
     too_large = False
 
     def keep(piece: bytes | memoryview) -> None:
         nonlocal too_large
         if too_large:
             return
-        out.extend(piece)
-        if limit and len(out) > limit:
+        out.write(piece)
+        if limit and out.tell() > limit:
             too_large = True
-            del out[:]
+            out.seek(0)
+            out.truncate()
 
     # Where the bytes read so far end: at a line start (after CRLF, or nothing read yet),
     # right after a CR, right after a dot that starts a line, or anywhere else in a line.
@@ -88,7 +93,7 @@ async def read_data(reader: asyncio.StreamReader, limit: int | None) -> bytearra
         after_cr = piece.endswith(b"\r")
     if too_large:
         raise DataTooLarge()
-    return out
+    return out.getvalue()
 
 
 def dot_stuff(content: bytes) -> bytes:
@@ -137,9 +142,7 @@ class FrontSMTP(SMTP):
             # The client went away without the end mark: nothing was accepted.
             self._writer.close()
             return
-        content = bytes(data)
-        del data
-        envelope.content = envelope.original_content = content
+        envelope.content = envelope.original_content = data
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
         await self.push("250 OK" if status is MISSING else status)

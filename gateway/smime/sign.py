@@ -81,7 +81,7 @@ def sign(
     for piece in (head, PREAMBLE, b"\r\n", delim, b"\r\n", *pieces):
         out.write(piece)
     with out.region(out.pos - length, out.pos) as written:
-        clash = re.search(re.escape(boundary.encode("ascii")), written) is not None
+        clash = _contains_boundary(written, boundary)
         if not clash:
             der = _signed_data(written, key, cert, chain, detached=True, hash=algorithm)
     if clash:
@@ -217,8 +217,22 @@ def opaque_fields(smime_type: str) -> list[Field]:
     ]
 
 
+_BOUNDARY_PREFIX = "----=_cmcgate_"
+#: Compiled once: a pattern per (random) boundary would be compiled for every message.
+_BOUNDARY_PREFIX_RE = re.compile(re.escape(_BOUNDARY_PREFIX.encode("ascii")))
+
+
 def _new_boundary() -> str:
-    return "----=_cmcgate_" + secrets.token_hex(12)
+    return _BOUNDARY_PREFIX + secrets.token_hex(12)
+
+
+def _contains_boundary(data: memoryview, boundary: str) -> bool:
+    """Whether ``boundary`` (one of ours) occurs in ``data``, without copying ``data``."""
+    wanted = boundary.encode("ascii")
+    for found in _BOUNDARY_PREFIX_RE.finditer(data):
+        if data[found.start() : found.start() + len(wanted)] == wanted:
+            return True
+    return False
 
 
 def _boundary(content: bytes) -> str:
