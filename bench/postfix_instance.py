@@ -152,7 +152,11 @@ class PostfixInstance:
         *,
         hostname: str = "bench.localdomain",
         message_size_limit: int = 64 * 1024 * 1024,
+        extra_main_cf: str = "",
+        extra_master_cf: str = "",
     ) -> None:
+        self.extra_main_cf = extra_main_cf
+        self.extra_master_cf = extra_master_cf
         self.base = Path(base)
         self.port = port
         self.relay_port = relay_port
@@ -206,9 +210,10 @@ class PostfixInstance:
             "command_directory": default("command_directory") or "/usr/sbin",
             "daemon_directory": default("daemon_directory") or "/usr/lib/postfix/sbin",
         }
-        (self.config / "main.cf").write_text(MAIN_CF.format(**values))
+        (self.config / "main.cf").write_text(MAIN_CF.format(**values) + self.extra_main_cf)
         listen = f"127.0.0.1:{self.port}"
-        (self.config / "master.cf").write_text(MASTER_CF.format(listen=listen))
+        master = MASTER_CF.format(listen=listen) + self.extra_master_cf
+        (self.config / "master.cf").write_text(master)
         # postfix-files (the list `postfix check` sets permissions from) lives in meta_directory.
         meta = Path(default("meta_directory") or "/etc/postfix")
         for name in ("postfix-files", "dynamicmaps.cf"):
@@ -242,6 +247,10 @@ class PostfixInstance:
                 except (OSError, ValueError, IndexError):
                     break
                 time.sleep(0.1)
+
+    def flush(self) -> None:
+        """``postfix flush``: retry deferred mail now."""
+        self._postfix("flush")
 
     def queue_is_empty(self) -> bool:
         for sub in ("incoming", "active", "deferred", "maildrop", "hold"):

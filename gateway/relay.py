@@ -116,12 +116,19 @@ class NextHopPool:
 
     def close(self) -> None:
         """Drop every idle connection (QUIT in the background)."""
+        for smtp in self._take_all():
+            asyncio.get_running_loop().create_task(_quit(smtp))
+
+    async def aclose(self) -> None:
+        """QUIT every idle connection and wait for it (before the loop stops)."""
+        await asyncio.gather(*(_quit(smtp) for smtp in self._take_all()))
+
+    def _take_all(self) -> list[aiosmtplib.SMTP]:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         idle, self._idle = self._idle, []
-        for _, smtp in idle:
-            asyncio.get_running_loop().create_task(_quit(smtp))
+        return [smtp for _, smtp in idle]
 
 
 class NextHopTransaction:

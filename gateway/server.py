@@ -120,6 +120,12 @@ class GatewayHandler:
             pool = self._pool = NextHopPool(self.next_hop)
         return pool
 
+    async def close_connections(self) -> None:
+        """QUIT the idle next-hop connections (on shutdown, on the front's loop)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.aclose()
+
     # -- relay permission -------------------------------------------------------------
     def may_relay(self, session: Any) -> bool:
         if self.front.authenticated_may_relay and getattr(session, "authenticated", False):

@@ -8,6 +8,7 @@ running configuration kept.  SIGTERM/SIGINT stop the front after messages in fli
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import ssl
@@ -209,6 +210,14 @@ class RunningGateway:
         return self.broker.certificates
 
     def stop(self) -> None:
+        # Say QUIT to the next hop on the idle connections before the front's loop ends.
+        closing = asyncio.run_coroutine_threadsafe(
+            self.handler.close_connections(), self.controller.loop
+        )
+        try:
+            closing.result(timeout=5)
+        except (TimeoutError, OSError, RuntimeError):
+            log.warning("idle next-hop connections not closed cleanly")
         self.controller.stop()
         self.broker.close()
         self.stores.close()
