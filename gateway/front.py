@@ -9,7 +9,8 @@ the gateway's time and half of its memory.  Here both directions work on large b
   at lines that start with a dot — removes the transparency dots (RFC 5321 §4.5.2) as it
   goes, and builds one buffer.  Anything the client pipelined after the end mark stays in
   the reader for the command loop.
-* :func:`dot_stuff` adds the transparency dots with one ``bytes.replace``.
+* :func:`dot_stuff` adds the transparency dots with one ``bytes.replace`` (after making
+  bare CRs and LFs CRLF, so nothing can end the DATA early at the next hop).
 
 The front's :class:`FrontSMTP` is aiosmtpd's protocol with only ``DATA`` replaced; every
 other command, STARTTLS, AUTH and the limits stay aiosmtpd's.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -96,13 +98,26 @@ async def read_data(reader: asyncio.StreamReader, limit: int | None) -> bytes:
     return out.getvalue()
 
 
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def crlf_canonical(content: bytes) -> bool:
+    """Every CR and every LF of ``content`` is part of a CRLF (three C-speed counts)."""
+    lf = content.count(b"\n")
+    return lf == content.count(b"\r") and lf == content.count(b"\r\n")
+
+
 def dot_stuff(content: bytes) -> bytes:
     """``content`` made transparent for DATA (RFC 5321 §4.5.2), ending in CRLF.
 
-    The end mark (:data:`END_MARK`) is not included.  ``content`` must use CRLF line ends
-    (every pipeline output does); a missing final CRLF is added.  Without lines that start
-    with a dot (base64 and almost all mail) the content is returned without a copy.
+    The end mark (:data:`END_MARK`) is not included.  A bare CR or LF becomes CRLF first
+    (as aiosmtplib does): passed on raw, a ``LF . CRLF`` that this front read as content
+    could end the DATA early at a lenient next hop and smuggle what follows in as commands.
+    A missing final CRLF is added.  Canonical content without lines that start with a dot
+    (base64 and almost all mail) is returned without a copy.
     """
+    if not crlf_canonical(content):
+        content = _LINE_END.sub(b"\r\n", content)
     stuffed = content.replace(b"\r\n.", b"\r\n..")
     if stuffed.startswith(b"."):
         stuffed = b"." + stuffed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import smtplib
 from collections.abc import Iterator
 
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.devservices import SmtpSink, free_port
-from gateway.front import END_MARK, DataTooLarge, dot_stuff, read_data
+from gateway.front import END_MARK, DataTooLarge, crlf_canonical, dot_stuff, read_data
 from gateway.relay import NextHop
 from gateway.server import GatewayHandler, start_front
 
@@ -51,7 +52,8 @@ def test_reading_undoes_stuffing_at_any_chunking(lines, window, feed):
     content = b"".join(line + b"\r\n" for line in lines)
     # Reference stuffing line by line, as RFC 5321 §4.5.2 words it.
     wire = b"".join((b"." if line.startswith(b".") else b"") + line + b"\r\n" for line in lines)
-    assert dot_stuff(content) == wire
+    if b"\r" not in b"".join(lines):
+        assert dot_stuff(content) == wire
     result, rest = _read(wire + END_MARK + PIPELINED, window=window, feed=feed)
     assert result == content
     assert rest == PIPELINED  # what the client pipelined stays for the command loop
@@ -94,6 +96,20 @@ def test_stuffing_adds_a_missing_final_line_end():
     assert dot_stuff(b"") == b""
 
 
+@pytest.mark.parametrize(
+    "content",
+    [b"a\n.\r\nMAIL FROM:<x@y>\r\n", b"a\r.\r\nRSET\r\n", b"a\n.\nQUIT\n", b"a\r\n.\nX\r\n"],
+)
+def test_bare_line_ends_cannot_end_the_data_early(content):
+    """SMTP smuggling: a dot between bare CR/LF line ends is stuffed like any other line."""
+    wire = dot_stuff(content)
+    assert crlf_canonical(wire)
+    assert b"\r\n.\r\n" not in b"\r\n" + wire
+    # A strict reader gets every line back, with CRLF line ends.
+    result, rest = _read(wire + END_MARK)
+    assert result == re.sub(rb"\r\n|\r|\n", b"\r\n", content) and rest == b""
+
+
 # -- through real sockets ------------------------------------------------------------------
 
 
@@ -115,7 +131,7 @@ def test_awkward_content_arrives_byte_exact(gateway, smtp_sink):
     port, _ = gateway
     content = (
         b"Subject: dots\r\n\r\n.\r\n..\r\n.hidden\r\n\r\n"
-        + b"a\rb\r\n"
+        + b"a\tb\r\n"
         + (b"z" * 998 + b"\r\n") * 700  # longer than the reader's window
         + b"\r\n\xc3\xa9t\xc3\xa9\r\n..\r\nend\r\n"
     )
@@ -152,3 +168,17 @@ def test_long_lines_are_passed_on_and_the_next_hops_verdict_mirrored(gateway, sm
         _send(port, b"Subject: long\r\n\r\n" + b"y" * 5000 + b"\r\n")
     assert refused.value.smtp_code == 500
     assert smtp_sink.received() == []
+
+
+def test_bare_line_ends_are_relayed_as_crlf(gateway, smtp_sink):
+    port, _ = gateway
+    with smtplib.SMTP("127.0.0.1", port, timeout=20) as client:
+        client.ehlo()
+        assert client.mail("alice@example.org")[0] == 250
+        assert client.rcpt("bob@example.net")[0] == 250
+        assert client.docmd("DATA")[0] == 354
+        # Raw on the wire (smtplib's data() would stuff the dot after the bare LF itself).
+        client.send(b"Subject: x\r\n\r\na\n.\nb\rc\r\n.\r\n")
+        assert client.getreply()[0] == 250
+    [message] = smtp_sink.received()
+    assert message.content == b"Subject: x\r\n\r\na\r\n.\r\nb\r\nc\r\n"
