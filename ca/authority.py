@@ -38,6 +38,7 @@ from ca.store_model import (
     StoreError,
     SubjectChange,
 )
+from config.closing import Closing
 from config.errors import CmcgateError
 
 S = OrderStatus
@@ -77,7 +78,7 @@ class IssueResult:
         return self.certificate is None
 
 
-class CertificateAuthority:
+class CertificateAuthority(Closing):
     """Issues, revokes and publishes CRLs for one ``ca.yaml``."""
 
     def __init__(
@@ -109,12 +110,6 @@ class CertificateAuthority:
     def close(self) -> None:
         self.keys.close()
         self.store.close()
-
-    def __enter__(self) -> CertificateAuthority:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- URLs the certificates name ---------------------------------------------------------
     def endpoints(self) -> CaEndpoints:

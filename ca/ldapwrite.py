@@ -29,6 +29,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
+from config.closing import Closing
 from config.errors import CmcgateError
 
 CERT_ATTRIBUTE = "userCertificate;binary"
@@ -114,18 +115,12 @@ class DirectoryWriter:
             return session.unpublish(email, der)[1]
 
 
-class DirectorySession:
+class DirectorySession(Closing):
     """One bound connection (a context manager that unbinds)."""
 
     def __init__(self, conn: Any, base_dn: str) -> None:
         self.conn = conn
         self.base_dn = base_dn
-
-    def __enter__(self) -> DirectorySession:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
         _quietly_unbind(self.conn)

@@ -50,11 +50,12 @@ from ca.store_model import (
     UnknownOrder,
     check_transition,
 )
+from config.closing import Closing
 
 __all__ = ["Store", "default_dsn"]
 
 
-class Store(CertificatesMixin, JobsMixin):
+class Store(CertificatesMixin, JobsMixin, Closing):
     """Typed access to the CA database. Create with :meth:`open`."""
 
     @classmethod
@@ -87,12 +88,6 @@ class Store(CertificatesMixin, JobsMixin):
 
     def close(self) -> None:
         self._read_engine.dispose()
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- orders -----------------------------------------------------------------------------
 

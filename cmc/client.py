@@ -25,7 +25,6 @@ import base64
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any, Literal, Protocol
 
 from cryptography import x509
@@ -49,6 +48,7 @@ from cmc.pkcs12 import AccessCredentialError, load_pkcs12
 from cmc.request_checks import requested_public_keys
 from cmc.signing import SigningKey
 from cmc.transport import CmcTransport, TransportSettings
+from config.closing import Closing
 from config.errors import CmcgateError
 
 __all__ = [
@@ -186,7 +186,7 @@ def classify(exc: BaseException) -> Outcome:
     return "permanent" if isinstance(exc, CmcgateError) else "temporary"
 
 
-class CmcClient:
+class CmcClient(Closing):
     """The CMC protocol steps against one CA; see the module docstring for who signs.
 
     ``trust_anchors`` are the roots the CA's response signature and every returned
@@ -377,17 +377,6 @@ class CmcClient:
         closer = getattr(self._transport, "close", None)
         if callable(closer):
             closer()
-
-    def __enter__(self) -> CmcClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _transaction_id(request: FullPKIRequest) -> int:

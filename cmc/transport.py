@@ -26,7 +26,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import TracebackType
 from urllib.parse import urlsplit
 
 import requests
@@ -58,6 +57,7 @@ from cmc.transport_errors import (
     UndecodableResponse,
     UnexpectedContentType,
 )
+from config.closing import Closing
 
 __all__ = [
     "ClientCertificateRefused",
@@ -143,7 +143,7 @@ class TransportSettings:
         return urlsplit(self.url).scheme.lower() == "https"
 
 
-class CmcTransport:
+class CmcTransport(Closing):
     """One HTTP(S) session to one CMC endpoint; :meth:`send` exchanges one request.
 
     Building it loads the PKCS#12 (``AccessCredentialError`` when that fails) and prepares the
@@ -205,17 +205,6 @@ class CmcTransport:
 
     def close(self) -> None:
         self._session.close()
-
-    def __enter__(self) -> CmcTransport:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         delay = self._settings.backoff * 2 ** (attempt - 2)

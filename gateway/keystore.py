@@ -16,14 +16,14 @@ key is accepted as the partner of a certificate their public keys are compared
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ca.keys import KeyBackend, KeyExists, KeyNotFound, KeyType, PrivateKeyHandle
+from config.closing import Closing
 from config.errors import CmcgateError
 from gateway.store_models import CertificateRecord, certificate_emails, normalise_email
 
@@ -96,7 +96,7 @@ def key_type_of(key: PlainKey | PublicKey) -> KeyType:
     return KeyType.from_curve_name(key.curve.name)
 
 
-class KeyStore:
+class KeyStore(Closing):
     """Users' private keys in ``backend``, labelled by e-mail address. Thread-safe as the
     backend is; the caller owns the backend (``close`` closes it)."""
 
@@ -105,17 +105,6 @@ class KeyStore:
 
     def close(self) -> None:
         self.backend.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- labels -----------------------------------------------------------------------------
     def labels_for(self, email: str) -> list[str]:

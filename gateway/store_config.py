@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 from ca.keys import backend_from_settings
+from config.closing import Closing
 from config.errors import CmcgateError
 from gateway.keystore import KeyStore
 from gateway.store import CertStore
@@ -36,7 +36,7 @@ class StoreSettings:
 
 
 @dataclass
-class GatewayStores:
+class GatewayStores(Closing):
     """An open certificate store and, if configured, the key store. Close when done."""
 
     certs: CertStore
@@ -56,17 +56,6 @@ class GatewayStores:
                 self.keys.close()
         finally:
             self.certs.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def open_stores(settings: StoreSettings) -> GatewayStores:

@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Self
 
 from sqlalchemy import (
     Boolean,
@@ -28,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
+from config.closing import Closing
 from config.database import make_engines as shared_make_engines
 from config.database import utc_datetime_type
 from gateway.store_models import StoreError
@@ -128,7 +127,7 @@ def aware_now(at: datetime | None) -> datetime:
     return at
 
 
-class SessionScope:
+class SessionScope(Closing):
     """Engines and transactions shared by the store's parts; database errors -> StoreError.
 
     ``IntegrityError`` passes through untranslated so that callers can retry a lost race.
@@ -140,17 +139,6 @@ class SessionScope:
 
     def close(self) -> None:
         self._read.dispose()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @contextmanager
     def _session(self, *, write: bool = False) -> Iterator[Session]:

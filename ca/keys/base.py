@@ -15,13 +15,13 @@ import enum
 import os
 import stat
 from pathlib import Path
-from types import TracebackType
-from typing import ClassVar, Self
+from typing import ClassVar
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ca.keys.errors import KeyBackendError, KeyExists, KeyNotFound, SecretNotFound
 from ca.keys.handles import PrivateKeyHandle
+from config.closing import Closing
 
 MAX_LABEL_LENGTH = 200
 
@@ -139,7 +139,7 @@ def read_secret(file: str | os.PathLike[str] | None = None, env: str | None = No
     return value
 
 
-class KeyBackend(abc.ABC):
+class KeyBackend(abc.ABC, Closing):
     """Somewhere private keys live: create, find and delete them by label; sign inside.
 
     Backends are safe to use from several threads at once. Use as a context manager or call
@@ -196,14 +196,3 @@ class KeyBackend(abc.ABC):
             return self.generate(label, key_type)
         except KeyExists:  # another thread or process was quicker
             return self.load(label)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
