@@ -383,6 +383,41 @@ def measure_gateway(
     }
 
 
+def measure_workers(
+    setup: Setup, mode: str, workers: int, messages: int, sessions: int, size: int
+) -> float:
+    """msg/s of ``cmcgate gateway run`` with ``cmcgate.gateway.workers`` = ``workers``."""
+    work = setup.work
+    sink_port, port = free_port(), free_port()
+    config = setup.config(mode, port, sink_port)
+    text = config.read_text() + f"cmcgate.gateway.workers={workers}\n"
+    config = config.with_name(f"{config.stem}-w{workers}.properties")
+    config.write_text(text)
+    tag = f"{mode.replace('+', '-')}-w{workers}"
+    sink = SmtpSink(sink_port, work / f"sink-{tag}.log").start()
+    log = work / f"gateway-{tag}.log"
+    cmcgate = str(Path(sys.executable).parent / "cmcgate")
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [cmcgate, "gateway", "run", "--config", str(config)],
+            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while f"{workers} workers listening" not in log.read_text(errors="replace"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"gateway did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        timed_run(port, sink, WARMUP, sessions=sessions, length=size)
+        seconds = timed_run(port, sink, messages, sessions=sessions, length=size)
+    finally:
+        process.terminate()
+        process.wait(60)
+        sink.stop()
+    check_log(log, MODES[mode][3], WARMUP + messages)
+    return messages / seconds
+
+
 def measure_direct(work: Path, big: Path) -> float:
     """Seconds for smtp-source to hand ``big`` straight to smtp-sink: the tools' own floor."""
     sink_port = free_port()
@@ -512,6 +547,10 @@ def main() -> None:
     )
     parser.add_argument("--py-spy", metavar="PATH", help="profile with this py-spy instead")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--workers", type=int, default=0, metavar="N",
+        help="also run pass and sign+encrypt with cmcgate.gateway.workers=N (msg/s only)",
+    )  # fmt: skip
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--serve-profile", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -569,6 +608,15 @@ def main() -> None:
                 f"{runs.rate / baseline:>11.2f}x{targets.get(mode, ''):>8}"
                 f"{runs.cpu_ms:>12.2f}{runs.pipeline_ms:>13.2f}"
             )
+        if args.workers > 1:
+            for mode in ("pass", "sign+encrypt"):
+                rate = measure_workers(setup, mode, args.workers, n * rounds, s, args.size)
+                one = results[mode].rate if mode in results else 0.0
+                versus = f", {rate / one:.2f}x one process" if one else ""
+                print(
+                    f"{'gateway ' + mode + f' x{args.workers}':<27}{rate:>7.0f}{'':>11}"
+                    f"{rate / baseline:>11.2f}x{'':>8}   ({args.workers} workers{versus})"
+                )
         for plain, dkim in (("pass", "pass+dkim"), ("sign+encrypt", "sign+encrypt+dkim")):
             if plain in results and dkim in results:
                 ratio = results[dkim].rate / results[plain].rate

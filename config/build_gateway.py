@@ -101,6 +101,7 @@ def build_gateway(p: Props) -> GatewaySettings:
         authenticated_may_relay=p.get(G + "authenticatedMayRelay", parse_bool, True),
         state_dir=p.get_path(G + "stateDir") or Path("/var/lib/cmcgate/state"),
         trusted_roots=p.get_paths(G + "trustedRoots"),
+        workers=p.get(G + "workers", lambda v: parse_int(v, minimum=1, maximum=64), 1),
     )
 
 

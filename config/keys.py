@@ -61,6 +61,7 @@ OWN_KEYS = (
     "cmcgate.gateway.authenticatedMayRelay",
     "cmcgate.gateway.stateDir",
     "cmcgate.gateway.trustedRoots",
+    "cmcgate.gateway.workers",
     "cmcgate.policy.file",
     "cmcgate.policy.sign",
     "cmcgate.policy.encrypt",

@@ -139,6 +139,8 @@ class GatewaySettings:
     state_dir: Path = Path("/var/lib/cmcgate/state")
     #: anchors for verifying inbound signatures and recipients' certificates (besides the PKI's)
     trusted_roots: tuple[Path, ...] = ()
+    #: SMTP worker processes sharing the listen port (SO_REUSEPORT); 1 = one process
+    workers: int = 1
 
     def is_internal(self, address: str) -> bool:
         domain = address.rpartition("@")[2].lower()

@@ -75,6 +75,7 @@ def effective(config: Config) -> dict[str, Any]:
         "allowedNetworks": [str(net) for net in gateway.allowed_networks],
         "authUsersFile": _opt(gateway.auth_users_file),
         "authenticatedMayRelay": gateway.authenticated_may_relay,
+        "workers": gateway.workers,
     }
     policy = config.policy
     data["policy"] = {

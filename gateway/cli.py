@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, *, worker: int | None = None) -> None:
     """Logging as ``gateway run`` sets it up (the benches use it too)."""
+    who = "" if worker is None else f"[worker {worker}] "
     logging.basicConfig(
         level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s {who}%(name)s: %(message)s",
     )
     if level != "debug":
         # aiosmtpd logs ~13 lines per message at INFO; cmcgate logs one summary line itself.
@@ -22,9 +23,12 @@ def configure_logging(level: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway.service import run
 
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, worker=args.worker)
     return run(
-        Path(args.config), quarantine_dir=Path(args.quarantine_dir) if args.quarantine_dir else None
+        Path(args.config),
+        quarantine_dir=Path(args.quarantine_dir) if args.quarantine_dir else None,
+        worker=args.worker,
+        log_level=args.log_level,
     )
 
 
@@ -37,6 +41,8 @@ def register(subparsers: Any) -> None:
     run.add_argument("--config", required=True, help="the gateway's properties file")
     run.add_argument("--quarantine-dir", help="where policy 'hold' keeps messages")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    # Set by the supervisor for the processes it starts (cmcgate.gateway.workers > 1).
+    run.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
     from gateway.certs_cli import register_certs

@@ -18,8 +18,9 @@ the new identity, so that very message is signed.  :class:`Enroller` does the wo
 
 Single flight: one enrolment per address at a time.  Callers for an address with a job in
 flight share its outcome (a ``concurrent.futures.Future``, so several event loops and plain
-threads may wait on it); a job re-checks the store before it contacts the CA, so a burst of
-messages from a new user makes exactly one order.
+threads may wait on it); across processes (``cmcgate.gateway.workers``) a job runs under the
+address's lock file in the state directory; and a job re-checks the store before it contacts
+the CA, so a burst of messages from a new user makes exactly one order.
 
 Outcomes, as the pipeline sees them:
 
@@ -214,10 +215,16 @@ class Enroller:
         with self._lock:
             future = self._inflight.get(key)
             if future is None:
-                future = self._executor.submit(job, key)
+                future = self._executor.submit(self._serialised, job, key)
                 self._inflight[key] = future
                 future.add_done_callback(lambda f: self._forget(key, f))
             return future
+
+    def _serialised(self, job: Callable[[str], SigningIdentity], email: str) -> SigningIdentity:
+        """``job`` under the address's lock file: other processes (the gateway's workers)
+        wait for it, then find its certificate in the store (every job re-checks first)."""
+        with self.state.locked(email):
+            return job(email)
 
     def _forget(self, key: str, future: concurrent.futures.Future[Any]) -> None:
         with self._lock:

@@ -12,9 +12,12 @@ scratch state, not certificates.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -77,6 +80,22 @@ class StateFiles:
                 os.close(dir_fd)
         except OSError as exc:
             raise TemporaryFailure(f"{path}: cannot write enrolment state: {exc}") from exc
+
+    @contextmanager
+    def locked(self, email: str) -> Iterator[None]:
+        """Hold ``email``'s lock file (``flock``): one enrolment per address across every
+        process that shares this directory (the gateway's workers, a second gateway).  The
+        kernel drops the lock when its holder dies; the empty ``.lock`` files stay."""
+        path = self._path(email).with_suffix(".lock")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise TemporaryFailure(f"{path}: cannot open enrolment lock: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
 
     def remove(self, email: str) -> None:
         self._path(email).unlink(missing_ok=True)

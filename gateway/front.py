@@ -164,7 +164,33 @@ class FrontSMTP(SMTP):
 
 
 class FrontController(Controller):
-    """aiosmtpd's threaded controller serving :class:`FrontSMTP`."""
+    """aiosmtpd's threaded controller serving :class:`FrontSMTP`.
+
+    ``reuse_port``: the listening socket shares its port with the other worker processes
+    (``SO_REUSEPORT``; the kernel spreads connections over them).  aiosmtpd's start-up
+    self-test connects to the port, which may then reach another worker; instead the
+    protocol factory is run once on the loop, which is what the test checks.
+    """
+
+    def __init__(self, handler: Any, *, reuse_port: bool = False, **kwargs: Any) -> None:
+        self.reuse_port = reuse_port
+        super().__init__(handler, **kwargs)
 
     def factory(self) -> Any:
         return FrontSMTP(self.handler, **self.SMTP_kwargs)
+
+    # aiosmtpd's documented extension points ("overridden by subclasses"):
+    def _create_server(self) -> Any:
+        return self.loop.create_server(
+            self._factory_invoker,
+            host=self.hostname,
+            port=self.port,
+            ssl=self.ssl_context,
+            reuse_port=self.reuse_port or None,
+        )
+
+    def _trigger_server(self) -> None:
+        if self.reuse_port:
+            self.loop.call_soon_threadsafe(self._factory_invoker)
+        else:
+            super()._trigger_server()

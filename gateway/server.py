@@ -291,6 +291,7 @@ def start_front(
     require_starttls: bool = False,
     authenticator: Any = None,
     server_hostname: str | None = None,
+    reuse_port: bool = False,
 ) -> Any:
     """Start the SMTP front in a background thread; returns the aiosmtpd Controller.
 
@@ -317,6 +318,8 @@ def start_front(
         auth_required=False,
         ident="cmcgate",
         server_hostname=server_hostname or _local_name(),
+        # Several worker processes listen on one port; the kernel spreads connections.
+        reuse_port=reuse_port,
     )
     controller.start()
     return controller

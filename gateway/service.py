@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import ssl
 import threading
@@ -123,7 +124,16 @@ class Broker:
     scheduler: Any = None
 
     @classmethod
-    def start(cls, config: Config, stores: GatewayStores, metrics: Metrics | None = None) -> Broker:
+    def start(
+        cls,
+        config: Config,
+        stores: GatewayStores,
+        metrics: Metrics | None = None,
+        *,
+        background: bool = True,
+    ) -> Broker:
+        """``background``: run the scheduled jobs and the key-pool refill here (one process
+        of several workers does)."""
         certificates: Certificates = StoreCertificates(stores.certs, stores.require_keys())
         broker = cls(certificates)
         pki = config.pki
@@ -142,7 +152,6 @@ class Broker:
 
                 from cmc.client_config import client_from_config
                 from gateway import renewal
-                from gateway.enrolling import EnrollingCertificates
                 from gateway.enrolment import Enroller
 
                 publication = None
@@ -154,11 +163,11 @@ class Broker:
                     stores.certs, stores.require_keys(), lambda: client_from_config(pki), pki,
                     config.enrolment, state_dir=config.gateway.state_dir,
                     publication=publication,
-                ).start()  # fmt: skip
-                broker.certificates = EnrollingCertificates(
-                    broker.certificates, broker.enroller,
-                    internal_domains=config.gateway.internal_domains,
                 )  # fmt: skip
+                if not background:
+                    return broker.with_enrolling(config)
+                broker.enroller.start()
+                broker.with_enrolling(config)
                 renewer = renewal.Renewer(
                     stores.certs, broker.enroller, config.enrolment,
                     internal_domains=config.gateway.internal_domains,
@@ -173,6 +182,15 @@ class Broker:
             broker.close()
             raise
         return broker
+
+    def with_enrolling(self, config: Config) -> Broker:
+        """Senders' identities through the enroller (first send enrols)."""
+        from gateway.enrolling import EnrollingCertificates
+
+        self.certificates = EnrollingCertificates(
+            self.certificates, self.enroller, internal_domains=config.gateway.internal_domains
+        )
+        return self
 
     def close(self) -> None:
         if self.scheduler is not None:
@@ -223,13 +241,20 @@ class RunningGateway:
         self.stores.close()
 
 
-def start(config: Config, *, quarantine_dir: Path | None = None) -> RunningGateway:
-    """Open the stores and start the SMTP front (in a background thread)."""
+def start(
+    config: Config, *, quarantine_dir: Path | None = None, worker: int | None = None
+) -> RunningGateway:
+    """Open the stores and start the SMTP front (in a background thread).
+
+    ``worker``: this process is worker N of ``cmcgate.gateway.workers`` (started by
+    :mod:`gateway.workers`): its listening socket shares the port (``SO_REUSEPORT``), only
+    worker 0 runs the background jobs, and the supervisor serves the metrics.
+    """
     stores = stores_for(config)
     try:
         metrics = Metrics(internal_domains=config.gateway.internal_domains)
         quarantine = Quarantine(quarantine_dir or config.gateway.state_dir / "quarantine")
-        broker = Broker.start(config, stores, metrics)
+        broker = Broker.start(config, stores, metrics, background=worker in (None, 0))
         pipeline = SmimePipeline(
             pipeline_settings(config), broker.certificates, quarantine=quarantine
         )
@@ -244,28 +269,59 @@ def start(config: Config, *, quarantine_dir: Path | None = None) -> RunningGatew
             tls_context=server_tls(config),
             require_starttls=config.gateway.require_starttls,
             server_hostname=config.gateway.hostname,
+            reuse_port=worker is not None,
         )
     except BaseException:
         if "broker" in locals():
             broker.close()
         stores.close()
         raise
-    if config.metrics_listen is not None:
+    if config.metrics_listen is not None and worker is None:
         from prometheus_client import start_http_server
 
         start_http_server(config.metrics_listen.port, config.metrics_listen.host, metrics.registry)
     return RunningGateway(config, stores, handler, controller, metrics, quarantine, broker)
 
 
-def run(config_path: Path, *, quarantine_dir: Path | None = None) -> int:
-    """Run until SIGTERM/SIGINT; SIGHUP reloads ``config_path`` (a bad file keeps the old)."""
+def _report_ready() -> None:
+    """Tell the supervisor (gateway.workers) that this worker listens."""
+    fd = os.environ.pop("CMCGATE_READY_FD", None)
+    if fd is None:
+        return
+    try:
+        os.write(int(fd), b"ready")
+        os.close(int(fd))
+    except (OSError, ValueError):
+        log.warning("could not report readiness to the supervisor")
+
+
+def run(
+    config_path: Path,
+    *,
+    quarantine_dir: Path | None = None,
+    worker: int | None = None,
+    log_level: str = "info",
+) -> int:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads ``config_path`` (a bad file keeps the old).
+
+    With ``cmcgate.gateway.workers`` > 1 this process supervises that many workers
+    (:mod:`gateway.workers`), each of which runs this function with ``worker=N``.
+    """
     from config.properties import ConfigHolder
 
     holder = ConfigHolder(config_path)
-    gateway = start(holder.current, quarantine_dir=quarantine_dir)
+    if worker is None and holder.current.gateway.workers > 1:
+        from gateway.workers import supervise
+
+        return supervise(holder, quarantine_dir=quarantine_dir, log_level=log_level)
+    gateway = start(holder.current, quarantine_dir=quarantine_dir, worker=worker)
     listen = holder.current.gateway.listen
-    log.info("cmcgate gateway listening on %s:%s", listen.host, listen.port)
-    print(f"cmcgate gateway listening on {listen.host}:{listen.port}", flush=True)
+    who = "" if worker is None else f" (worker {worker})"
+    log.info("cmcgate gateway listening on %s:%s%s", listen.host, listen.port, who)
+    if worker is None:
+        print(f"cmcgate gateway listening on {listen.host}:{listen.port}", flush=True)
+    else:
+        _report_ready()
     stop = threading.Event()
     reload = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

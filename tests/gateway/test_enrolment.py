@@ -272,6 +272,34 @@ def test_fifty_concurrent_mails_from_a_new_user_make_exactly_one_order_and_all_a
     assert openssl_signer(tmp_path, gateway.ca, received[-1].content) == record.certificate
 
 
+def test_two_gateway_processes_sharing_state_make_exactly_one_order_for_a_new_user(
+    make_gateway: Callable[..., Gateway], smtp_sink: SmtpSink
+) -> None:
+    """Workers of one gateway (``cmcgate.gateway.workers``): separate enrollers, stores and
+    in-process single flights over one state directory — the lock file serialises them."""
+    gateways = [make_gateway(), make_gateway()]
+    errors: list[BaseException] = []
+    start = threading.Barrier(40)
+
+    def send(n: int) -> None:
+        try:
+            start.wait()
+            gateways[n % 2].send("twice@example.org", f"mail {n}")
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert len(gateways[0].ca.orders_for("twice@example.org")) == 1
+    assert len(gateways[0].store.find(email="twice@example.org")) == 1
+    assert len(smtp_sink.received()) == 40
+    assert all(smime_kind(m.content) == "signed" for m in smtp_sink.received())
+
+
 def test_a_manual_approval_product_refuses_with_451_until_approved_then_signs(
     make_gateway: Callable[..., Gateway], smtp_sink: SmtpSink, tmp_path: Path
 ) -> None:

@@ -1,0 +1,154 @@
+"""`cmcgate.gateway.workers=2`: one supervisor, two worker processes on one port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.devservices import SmtpSink, free_port
+from tests.gateway.certs import make_ca
+from tests.gateway.test_service import (
+    CMCGATE,
+    PASS_THROUGH,
+    SIGN_AND_ENCRYPT,
+    GatewayProcess,
+    message,
+    write_config,
+)
+
+
+def children(pid: int) -> set[int]:
+    done = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return {int(line) for line in done.stdout.split()}
+
+
+def wait_for(condition, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+class Workers:
+    def __init__(self, tmp: Path, sink: SmtpSink) -> None:
+        self.tmp, self.sink = tmp, sink
+        self.metrics_port = free_port()
+        self.config = tmp / "gateway.properties"
+        self.process = GatewayProcess(self.config, free_port())
+        self.write(SIGN_AND_ENCRYPT)
+
+    def write(self, policy: str) -> None:
+        extra = f"cmcgate.gateway.workers=2\ncmcgate.metrics.listen=127.0.0.1:{self.metrics_port}\n"
+        write_config(self.config, self.process.port, self.sink.port, self.tmp, policy + extra)
+
+    @property
+    def pid(self) -> int:
+        assert self.process.proc is not None
+        return self.process.proc.pid
+
+    def send(self, count: int) -> None:
+        for _ in range(count):  # a new connection each: the kernel picks the worker
+            with smtplib.SMTP("127.0.0.1", self.process.port, timeout=30) as client:
+                assert client.send_message(message()) == {}
+
+    def log(self) -> str:
+        return self.config.with_suffix(".log").read_text(errors="replace")
+
+    def metric(self, name: str) -> float:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name + "{") or line.startswith(name + " ")
+        )
+
+
+@pytest.fixture
+def workers(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[Workers]:
+    ca = make_ca("Workers Test CA", kind="rsa")
+    alice = ca.issue("alice@example.org", kind="rsa")
+    bob = ca.issue("bob@partner.example", kind="rsa")
+    (tmp_path / "keys.pass").write_text("keys-passphrase\n")
+    os.chmod(tmp_path / "keys.pass", 0o600)
+    setup = Workers(tmp_path, smtp_sink)
+    alice_cert, alice_key = alice.write(tmp_path)
+    bob_cert, _ = bob.write(tmp_path)
+    for args in (
+        ["--email", "alice@example.org", "--cert", str(alice_cert), "--key", str(alice_key)],
+        ["--email", "bob@partner.example", "--cert", str(bob_cert)],
+    ):
+        done = subprocess.run(
+            [CMCGATE, "gateway", "certs", "import", "--config", str(setup.config), *args],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+    setup.process.start()
+    assert wait_for(lambda: "2 workers listening" in setup.log())
+    try:
+        yield setup
+    finally:
+        pids = children(setup.pid)
+        assert setup.process.stop() == 0
+        assert not any(Path(f"/proc/{pid}").exists() for pid in pids), "a worker outlived it"
+
+
+def test_both_workers_serve_the_port_and_metrics_add_up(workers: Workers, smtp_sink) -> None:
+    assert len(children(workers.pid)) == 2
+    workers.send(30)
+    received = smtp_sink.received()
+    assert len(received) == 30
+    assert all(b"application/pkcs7-mime" in m.content for m in received)
+    log = workers.log()
+    for index in (0, 1):  # 30 connections hashed over two sockets: both got some
+        assert any(f"[worker {index}]" in line and "queue_id=" in line for line in log.splitlines())
+    assert workers.metric("cmcgate_messages_total") == 30
+
+
+def test_sighup_reaches_every_worker(workers: Workers, smtp_sink) -> None:
+    workers.write(PASS_THROUGH)
+    workers.process.signal(signal.SIGHUP)
+    assert wait_for(lambda: workers.log().count("configuration applied") == 2)
+    workers.send(10)
+    assert all(b"pkcs7" not in m.content for m in smtp_sink.received())
+
+
+def test_a_worker_that_dies_is_restarted(workers: Workers, smtp_sink) -> None:
+    before = children(workers.pid)
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    assert wait_for(lambda: len(children(workers.pid)) == 2 and victim not in children(workers.pid))
+    assert "exited with -9: restarting" in workers.log()
+    assert wait_for(lambda: workers.log().count("cmcgate gateway listening on") == 4)
+    workers.send(10)
+    assert len(smtp_sink.received()) == 10
+
+
+def test_workers_that_cannot_start_stop_the_gateway_with_an_error(
+    tmp_path: Path, smtp_sink: SmtpSink
+) -> None:
+    """The port is taken by a socket without SO_REUSEPORT: no restart loop, an exit code."""
+    (tmp_path / "keys.pass").write_text("keys-passphrase\n")
+    os.chmod(tmp_path / "keys.pass", 0o600)
+    setup = Workers(tmp_path, smtp_sink)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", setup.process.port))
+        squatter.listen()
+        done = subprocess.run(
+            [CMCGATE, "gateway", "run", "--config", str(setup.config)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode != 0
+    assert "while starting: stopping" in done.stderr
