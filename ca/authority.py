@@ -282,9 +282,9 @@ class CertificateAuthority(Closing):
         assert account is not None
         step = order.status
         try:
-            if not validated:
-                step = self.store.transition(order.id, S.KEY_VALIDATION).status
-            step = self.store.transition(order.id, S.GENERATE_TBS).status
+            # Statuses with no work between them share one transaction (each is recorded).
+            steps = (S.GENERATE_TBS,) if validated else (S.KEY_VALIDATION, S.GENERATE_TBS)
+            step = self.store.advance(order.id, *steps)
             validity = self._validity(
                 order, product, None if order.validity == "default" else order.validity
             )
@@ -306,11 +306,11 @@ class CertificateAuthority(Closing):
             ]
             if changes:
                 self.store.record_subject_changes(order.id, changes)
-            step = self.store.transition(order.id, S.PRE_VALIDATION).status
+            step = self.store.advance(order.id, S.PRE_VALIDATION)
             self.linter.check_prepared(prepared)
-            step = self.store.transition(order.id, S.PRE_ISSUE).status
+            step = self.store.advance(order.id, S.PRE_ISSUE)
             issuer_key = self.keys.load(self.settings.ca.issuing.key_label)
-            step = self.store.transition(order.id, S.ISSUE).status
+            step = self.store.advance(order.id, S.ISSUE)
             certificate = prepared.sign(issuer_key)
         except ValidityTooLong as exc:
             self._refuse(order, str(exc), "bad_request")
@@ -330,7 +330,7 @@ class CertificateAuthority(Closing):
             )
         der = certificate.public_bytes(serialization.Encoding.DER)
         self.store.record_certificate(order.id, der)
-        self.store.transition(order.id, S.POST_VALIDATION)
+        self.store.advance(order.id, S.POST_VALIDATION)
         try:
             self.linter.check(der, product.profile)
         except LintFailed as exc:
@@ -342,13 +342,10 @@ class CertificateAuthority(Closing):
             )
             self.write_crl()
             self._refuse(order, f"post-issuance lint failed: {exc}", "internal")
-        self.store.transition(order.id, S.FINALIZE_ISSUANCE)
-        if product.publish_ldap and self.settings.ca.ldap is not None:
-            for email in order.emails:
-                self.store.enqueue_job(
-                    "publish", certificate.serial_number, email, order_id=order.id
-                )
-        done = self.store.transition(order.id, S.ISSUED)
+        publish = product.publish_ldap and self.settings.ca.ldap is not None
+        done = self.store.finish_issuance(
+            order.id, [(certificate.serial_number, e) for e in order.emails] if publish else ()
+        )
         return IssueResult(done, certificate, self.chain)
 
     def _refuse(self, order: OrderView, reason: str, category: str) -> NoReturn:

@@ -42,6 +42,35 @@ def retry_delay(attempts: int, backoff: timedelta, max_backoff: timedelta) -> ti
     return min(max_backoff, backoff * (2**exponent))
 
 
+def new_job_row(
+    kind: JobKind | str,
+    serial: int | str,
+    email: str,
+    order_id: str | None,
+    waiting: bool,
+    at: datetime,
+) -> JobRow:
+    """A job row (not yet added to a session), PENDING and due ``at`` or WAITING."""
+    try:
+        job_kind = JobKind(str(kind).upper())
+    except ValueError:
+        raise StoreError(f"unknown job kind {kind!r}: use PUBLISH or UNPUBLISH") from None
+    check_text("email", email, 320)
+    status = JobStatus.WAITING if waiting else JobStatus.PENDING
+    return JobRow(
+        kind=job_kind.value,
+        serial=normalise_serial(serial),
+        email=normalise_email(email),
+        order_id=order_id,
+        status=status.value,
+        attempts=0,
+        next_attempt_at=at,
+        last_error=None,
+        created_at=at,
+        updated_at=at,
+    )
+
+
 class JobsMixin(StoreBase):
     def enqueue_job(
         self,
@@ -54,26 +83,8 @@ class JobsMixin(StoreBase):
         now: datetime | None = None,
     ) -> JobView:
         """A new job, PENDING and due now, or WAITING until :meth:`release_jobs`."""
-        try:
-            job_kind = JobKind(str(kind).upper())
-        except ValueError:
-            raise StoreError(f"unknown job kind {kind!r}: use PUBLISH or UNPUBLISH") from None
-        check_text("email", email, 320)
-        at = now or utcnow()
-        status = JobStatus.WAITING if waiting else JobStatus.PENDING
+        row = new_job_row(kind, serial, email, order_id, waiting, now or utcnow())
         with self.write_session() as session:
-            row = JobRow(
-                kind=job_kind.value,
-                serial=normalise_serial(serial),
-                email=normalise_email(email),
-                order_id=order_id,
-                status=status.value,
-                attempts=0,
-                next_attempt_at=at,
-                last_error=None,
-                created_at=at,
-                updated_at=at,
-            )
             session.add(row)
             session.flush()
             return job_view(row)
