@@ -327,8 +327,12 @@ def run(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    parent = os.getppid()
     try:
         while not stop.wait(0.2):
+            if worker is not None and os.getppid() != parent:
+                log.error("the supervisor is gone: stopping")
+                break
             if reload.is_set():
                 reload.clear()
                 problems = holder.reload()
