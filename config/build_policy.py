@@ -142,12 +142,15 @@ def _policy(settings: Settings) -> Policy:
 
 def read_policy_file(path: Path, settings: Settings) -> list[ConfigIssue] | None:
     """Add the file's rules to ``settings``; its issues, or None when it cannot be read."""
+    name = str(path)
     try:
+        if path.exists() and not path.is_file():
+            # A FIFO or a device would block or never end.
+            return [ConfigIssue(name, None, "", "not a regular file")]
         with path.open("rb") as handle:
             data = handle.read(MAX_POLICY_BYTES + 1)
     except OSError:
         return None
-    name = str(path)
     if len(data) > MAX_POLICY_BYTES:
         return [ConfigIssue(name, None, "", f"larger than {MAX_POLICY_BYTES} bytes")]
     try:

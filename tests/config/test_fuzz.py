@@ -50,7 +50,9 @@ def _load_text(text: str) -> None:
         config = load(path)
     except ConfigError as exc:
         assert exc.errors
-        assert all(issue.path == str(path) for issue in exc.errors)
+        # In the properties file, or in a file it names (cmcgate.policy.file: hypothesis
+        # also tries paths it finds in our code, such as /usr/sbin/slapd).
+        assert all(issue.path == str(path) or Path(issue.path).name in text for issue in exc.errors)
         return
     assert isinstance(config, Config)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,19 @@ def test_a_yaml_policy_file_adds_rules_and_reports_its_own_lines(write_props, tm
         "mandatory, not 'always'",
         f"{yaml_path}:4: recipients.partner.example.colour: unknown setting: expected sign, "
         "encrypt, missingCertificate",
+    ]
+
+
+def test_a_policy_file_that_is_no_regular_file_or_too_large_is_an_error(write_props, tmp_path):
+    fifo = tmp_path / "policy.fifo"
+    os.mkfifo(fifo)  # reading it would block the loader forever
+    assert errors_of(write_props(f"cmcgate.policy.file={fifo}\n")) == [
+        f"{fifo}: not a regular file"
+    ]
+    big = tmp_path / "policy.yaml"
+    big.write_bytes(b"#" * (1024 * 1024 + 1))
+    assert errors_of(write_props(f"cmcgate.policy.file={big}\n")) == [
+        f"{big}: larger than 1048576 bytes"
     ]
 
 
