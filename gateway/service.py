@@ -283,6 +283,28 @@ def start(
     return RunningGateway(config, stores, handler, controller, metrics, quarantine, broker)
 
 
+class ControlSignals:
+    """SIGTERM/SIGINT set :attr:`stop`, SIGHUP asks for a reload.
+
+    Installed before anything listens: a SIGHUP sent as soon as the port answers must not
+    meet SIGHUP's default action, which ends the process.
+    """
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self._reload = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+
+    def take_reload(self) -> bool:
+        """Whether a reload was asked for since the last call."""
+        if not self._reload.is_set():
+            return False
+        self._reload.clear()
+        return True
+
+
 def _report_ready() -> None:
     """Tell the supervisor (gateway.workers) that this worker listens."""
     fd = os.environ.pop("CMCGATE_READY_FD", None)
@@ -309,11 +331,12 @@ def run(
     """
     from config.properties import ConfigHolder
 
+    signals = ControlSignals()
     holder = ConfigHolder(config_path)
     if worker is None and holder.current.gateway.workers > 1:
         from gateway.workers import supervise
 
-        return supervise(holder, quarantine_dir=quarantine_dir, log_level=log_level)
+        return supervise(holder, signals, quarantine_dir=quarantine_dir, log_level=log_level)
     gateway = start(holder.current, quarantine_dir=quarantine_dir, worker=worker)
     listen = holder.current.gateway.listen
     who = "" if worker is None else f" (worker {worker})"
@@ -322,19 +345,13 @@ def run(
         print(f"cmcgate gateway listening on {listen.host}:{listen.port}", flush=True)
     else:
         _report_ready()
-    stop = threading.Event()
-    reload = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: reload.set())
     parent = os.getppid()
     try:
-        while not stop.wait(0.2):
+        while not signals.stop.wait(0.2):
             if worker is not None and os.getppid() != parent:
                 log.error("the supervisor is gone: stopping")
                 break
-            if reload.is_set():
-                reload.clear()
+            if signals.take_reload():
                 problems = holder.reload()
                 if problems:
                     for problem in problems:

@@ -30,11 +30,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 from config.properties import ConfigHolder
+from gateway.service import ControlSignals
 
 log = logging.getLogger("cmcgate.gateway.workers")
 
@@ -158,13 +158,15 @@ class Supervisor:
         return False
 
 
-def supervise(holder: ConfigHolder, *, quarantine_dir: Path | None, log_level: str) -> int:
+def supervise(
+    holder: ConfigHolder,
+    signals: ControlSignals,
+    *,
+    quarantine_dir: Path | None,
+    log_level: str,
+) -> int:
     """Run ``cmcgate.gateway.workers`` workers until SIGTERM/SIGINT (see module doc)."""
     supervisor = Supervisor(holder, quarantine_dir=quarantine_dir, log_level=log_level)
-    stop, reload = threading.Event(), threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: reload.set())
     supervisor.start()
     try:
         listen = supervisor.config.gateway.listen
@@ -175,12 +177,11 @@ def supervise(holder: ConfigHolder, *, quarantine_dir: Path | None, log_level: s
                 f" ({supervisor.count} workers)",
                 flush=True,
             )
-        while not stop.wait(0.2):
+        while not signals.stop.wait(0.2):
             code = supervisor.check()
             if code is not None:
                 return code
-            if reload.is_set():
-                reload.clear()
+            if signals.take_reload():
                 problems = holder.reload()
                 if problems:
                     for problem in problems:

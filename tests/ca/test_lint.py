@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -198,17 +197,12 @@ def test_the_pkilint_cli_independently_finds_nothing_to_warn_about(
     assert out.returncode == 0 and out.stdout.strip() == "", out.stdout
 
 
-def test_one_linter_is_fast_and_safe_to_share_between_threads(
+def test_one_linter_is_safe_to_share_between_threads(
     linter: CertificateLinter, issuer: tuple, subscriber_key: rsa.RSAPrivateKey
 ) -> None:
+    """(Its speed is measured by bench/ca.py, not asserted here.)"""
     ders = [_good(issuer, subscriber_key, k).public_bytes(DER) for k in ProfileKind]
     expected = [linter.lint(d) for d in ders]
-    start = time.perf_counter()
-    for _ in range(10):
-        for d in ders:
-            linter.lint(d)
-    per_cert = (time.perf_counter() - start) / 30
-    assert per_cert < 0.05, f"{per_cert * 1000:.1f} ms per certificate"
 
     errors: list[BaseException] = []
 
@@ -242,7 +236,10 @@ def test_findings_render_as_one_line_reasons() -> None:
     assert str(LintFailed([f])) == f"certificate fails pkilint: {f}"
 
 
-_TEXT = st.text(st.characters(codec="utf-8", categories=["L", "N", "P", "Zs"]), max_size=40)
+# cryptography refuses to build a CN over 64 UTF-8 bytes (40 characters can be 160 bytes).
+_TEXT = st.text(st.characters(codec="utf-8", categories=["L", "N", "P", "Zs"]), max_size=40).filter(
+    lambda text: len(text.encode()) <= 64
+)
 _ATTRS = st.sampled_from(
     [
         NameOID.COMMON_NAME,
