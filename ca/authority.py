@@ -36,7 +36,6 @@ from ca.store_model import (
     OrderView,
     RevocationView,
     StoreError,
-    SubjectChange,
 )
 from config.closing import Closing
 from config.errors import CmcgateError
@@ -300,10 +299,7 @@ class CertificateAuthority(Closing):
                 product.profile, request, Organization.from_account(account), self.issuing_cert,
                 self.endpoints(), now=self.clock(),
             )  # fmt: skip
-            changes = [
-                SubjectChange(c.attribute, c.requested, c.issued, c.reason)
-                for c in prepared.changes
-            ]
+            changes = list(prepared.changes)
             if changes:
                 self.store.record_subject_changes(order.id, changes)
             step = self.store.advance(order.id, S.PRE_VALIDATION)

@@ -113,7 +113,7 @@ def cmd_issue(args: argparse.Namespace) -> int:
             return _print_refusal(exc)
         order = result.order
         for c in order.subject_changes:
-            print(f"subject {c.field}: {c.requested!r} -> {c.applied!r}: {c.reason}")
+            print(f"subject {c.attribute}: {c.requested!r} -> {c.issued!r}: {c.reason}")
         if result.certificate is None:
             status = order.status.value
             print(f"order {order.id} {status}: approve with `cmcgate ca approve {order.id}`")
@@ -179,7 +179,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             if order.failure_reason:
                 print(f"  reason   {order.failure_reason}")
             for change in order.subject_changes:
-                print(f"  changed  {change.field}: {change.requested!r} -> {change.applied!r}")
+                print(f"  changed  {change.attribute}: {change.requested!r} -> {change.issued!r}")
             for step in ca.store.history(order.id):
                 print(
                     f"  {step.at.isoformat()}  {step.to_status.value}  {step.note or ''}".rstrip()

@@ -117,11 +117,21 @@ def check_text(name: str, value: str | None, limit: int, *, required: bool = Tru
         raise StoreError(f"{name} is longer than {limit} characters")
 
 
+def _subject_change(data: dict[str, str | None]) -> SubjectChange:
+    """A recorded change (early databases named its fields ``field`` and ``applied``)."""
+    return SubjectChange(
+        str(data.get("attribute", data.get("field"))),
+        data.get("requested"),
+        data.get("issued", data.get("applied")),
+        str(data.get("reason")),
+    )
+
+
 def order_view(session: Session, row: OrderRow) -> OrderView:
     serial = session.execute(
         select(CertificateRow.serial).where(CertificateRow.order_id == row.id)
     ).scalar_one_or_none()
-    changes = tuple(SubjectChange(**c) for c in json.loads(row.subject_changes_json))
+    changes = tuple(_subject_change(c) for c in json.loads(row.subject_changes_json))
     return OrderView(
         id=row.id,
         account=row.account,

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from cryptography import x509
 
+from ca.subject import SubjectChange
 from config.errors import CmcgateError
 
 
@@ -264,16 +265,6 @@ def normalise_serial(serial: int | str) -> str:
 
 def normalise_email(email: str) -> str:
     return email.strip().lower()
-
-
-@dataclass(frozen=True)
-class SubjectChange:
-    """A requested subject field the CA changed or dropped, and why."""
-
-    field: str
-    requested: str | None
-    applied: str | None
-    reason: str
 
 
 @dataclass(frozen=True)

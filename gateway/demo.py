@@ -282,7 +282,7 @@ def _demo(work: Path, out: Path, step: Steps) -> None:  # noqa: PLR0915 - a stor
             )
             for change in order.subject_changes:
                 step.detail(
-                    f"CA changed {change.field}: {change.requested!r} -> {change.applied!r}"
+                    f"CA changed {change.attribute}: {change.requested!r} -> {change.issued!r}"
                 )
             _write(out / "alice.cert.pem", alice_cert.public_bytes(PEM))
             if not bob_records or bob_records[0].source is not Source.LDAP:

@@ -297,11 +297,11 @@ def test_a_silver_request_with_a_totemo_template_subject_is_issued_with_the_chan
     assert result.certificate is not None
     assert result.certificate.subject.rfc4514_string() == f"CN=bob@{DOMAIN}"
     changes = {
-        c.field: c for c in bundled.authority.store.get_order(result.order.id).subject_changes
+        c.attribute: c for c in bundled.authority.store.get_order(result.order.id).subject_changes
     }
-    assert changes["O"].requested == "Evil Corp" and changes["O"].applied is None
-    assert changes["C"].requested == "US" and changes["C"].applied is None
-    assert changes["CN"].applied == f"bob@{DOMAIN}"
+    assert changes["O"].requested == "Evil Corp" and changes["O"].issued is None
+    assert changes["C"].requested == "US" and changes["C"].issued is None
+    assert changes["CN"].issued == f"bob@{DOMAIN}"
     assert all(c.reason for c in changes.values())
 
 

@@ -207,6 +207,18 @@ def test_subject_changes_comments_and_pend_token_are_read_back(store: Store) -> 
     ]
 
 
+def test_subject_changes_recorded_under_the_early_field_names_are_read(
+    store: Store, db_path: Path
+) -> None:
+    order = store.new_order("a.ra", "p", "CN=x,O=Evil", ["x@a.test"], "1y", requested_by="a.ra")
+    legacy = '[{"field": "O", "requested": "Evil", "applied": null, "reason": "not validated"}]'
+    with sqlite3.connect(db_path) as raw:
+        raw.execute("UPDATE orders SET subject_changes_json = ? WHERE id = ?", (legacy, order.id))
+    assert store.get_order(order.id).subject_changes == (
+        SubjectChange("O", "Evil", None, "not validated"),
+    )
+
+
 def test_certificates_are_found_by_email_case_insensitively(store: Store) -> None:
     issued_order(store, 0xA1, ["Alice@Example.com", "alice.alias@example.com"])
     issued_order(store, 0xB2, ["bob@example.com"], subject_email="BOB@example.com")
