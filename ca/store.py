@@ -226,17 +226,9 @@ class Store(CertificatesMixin, JobsMixin, Closing):
         as :meth:`transition` does, but without building an :class:`OrderView` per step.
         Not for leaving PENDING_AUTHORIZATION (that is audited: use :meth:`transition`).
         """
-        at = now or utcnow()
         with self.write_session() as session:
             row = _locked_order(session, order_id)
-            for step in steps:
-                wanted = OrderStatus(step)
-                current = OrderStatus(row.status)
-                if wanted is OrderStatus.FAILED or current is OrderStatus.PENDING_AUTHORIZATION:
-                    raise StoreError(f"order {order_id}: {current.value} -> {wanted.value} is"
-                                     " not a step of issuance")  # fmt: skip
-                check_transition(order_id, current, wanted)
-                _set_status(session, row, wanted, at, None)
+            _advance_row(session, row, steps, now or utcnow())
             return OrderStatus(row.status)
 
     def finish_issuance(
@@ -247,9 +239,7 @@ class Store(CertificatesMixin, JobsMixin, Closing):
         at = now or utcnow()
         with self.write_session() as session:
             row = _locked_order(session, order_id)
-            for step in (OrderStatus.FINALIZE_ISSUANCE, OrderStatus.ISSUED):
-                check_transition(order_id, OrderStatus(row.status), step)
-                _set_status(session, row, step, at, None)
+            _advance_row(session, row, (OrderStatus.FINALIZE_ISSUANCE, OrderStatus.ISSUED), at)
             for serial, email in publish:
                 session.add(new_job_row("publish", serial, email, order_id, False, at))
             session.flush()
@@ -405,6 +395,22 @@ def _locked_order(session: Session, order_id: str) -> OrderRow:
     if row is None:
         raise UnknownOrder(f"no order {order_id}")
     return row
+
+
+def _advance_row(
+    session: Session, row: OrderRow, steps: Sequence[OrderStatus], at: datetime
+) -> None:
+    """Issuance steps in order, each checked and recorded (no FAILED, no leaving
+    PENDING_AUTHORIZATION: those are audited by fail/transition)."""
+    for step in steps:
+        wanted = OrderStatus(step)
+        current = OrderStatus(row.status)
+        if wanted is OrderStatus.FAILED or current is OrderStatus.PENDING_AUTHORIZATION:
+            raise StoreError(
+                f"order {row.id}: {current.value} -> {wanted.value} is not a step of issuance"
+            )
+        check_transition(row.id, current, wanted)
+        _set_status(session, row, wanted, at, None)
 
 
 def _set_status(
