@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from config.errors import CmcgateError
 from config.model import Config, NextHopTls
+from config.properties import ConfigHolder
 from gateway.dkim import DkimKey
 from gateway.metrics import Metrics
 from gateway.pipeline import Certificates, PipelineSettings, SmimePipeline
@@ -305,9 +306,21 @@ class ControlSignals:
         return True
 
 
+#: the variable naming the pipe a worker writes to once it listens (set by gateway.workers)
+READY_FD_VARIABLE = "CMCGATE_READY_FD"
+
+
+def reload_config(holder: ConfigHolder) -> bool:
+    """Re-read the properties file; False (the problems logged) when it is refused."""
+    problems = holder.reload()
+    for problem in problems:
+        log.error("reload refused: %s", problem)
+    return not problems
+
+
 def _report_ready() -> None:
     """Tell the supervisor (gateway.workers) that this worker listens."""
-    fd = os.environ.pop("CMCGATE_READY_FD", None)
+    fd = os.environ.pop(READY_FD_VARIABLE, None)
     if fd is None:
         return
     try:
@@ -329,8 +342,6 @@ def run(
     With ``cmcgate.gateway.workers`` > 1 this process supervises that many workers
     (:mod:`gateway.workers`), each of which runs this function with ``worker=N``.
     """
-    from config.properties import ConfigHolder
-
     signals = ControlSignals()
     holder = ConfigHolder(config_path)
     if worker is None and holder.current.gateway.workers > 1:
@@ -351,12 +362,7 @@ def run(
             if worker is not None and os.getppid() != parent:
                 log.error("the supervisor is gone: stopping")
                 break
-            if signals.take_reload():
-                problems = holder.reload()
-                if problems:
-                    for problem in problems:
-                        log.error("reload refused: %s", problem)
-                    continue
+            if signals.take_reload() and reload_config(holder):
                 try:
                     gateway.apply(holder.current)
                 except CmcgateError as exc:

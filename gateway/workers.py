@@ -34,12 +34,10 @@ import time
 from pathlib import Path
 
 from config.properties import ConfigHolder
-from gateway.service import ControlSignals
+from gateway.service import READY_FD_VARIABLE, ControlSignals, reload_config
 
 log = logging.getLogger("cmcgate.gateway.workers")
 
-#: the variable naming the pipe a worker writes to once it listens
-READY_FD_VARIABLE = "CMCGATE_READY_FD"
 #: least time between two starts of the same worker
 RESTART_DELAY_SECONDS = 1.0
 STOP_TIMEOUT_SECONDS = 30.0
@@ -64,6 +62,7 @@ class Supervisor:
         self.workers: dict[int, subprocess.Popen[bytes]] = {}
         self.started: dict[int, float] = {}
         self._ready_pipes: dict[int, int] = {}  # read ends, until the worker reported
+        self._ready: dict[int, bool] = {}
 
     def start(self) -> None:
         shutil.rmtree(self.metrics_dir, ignore_errors=True)  # counters start at zero
@@ -94,20 +93,23 @@ class Supervisor:
         finally:
             os.close(write_end)
         self._ready_pipes[index] = read_end
+        self._ready[index] = False
         self.started[index] = time.monotonic()
         log.info("worker %d started, pid %d", index, self.workers[index].pid)
 
     def _reported_ready(self, index: int) -> bool:
+        """Whether worker ``index`` wrote "ready"; its pipe closes at the first answer (also
+        at end of file: a worker that died before it listened stays not ready)."""
         read_end = self._ready_pipes.get(index)
-        if read_end is None:
-            return True
-        try:
-            ready = os.read(read_end, 16) == b"ready"
-        except BlockingIOError:
-            return False
-        os.close(read_end)
-        del self._ready_pipes[index]
-        return ready
+        if read_end is not None:
+            try:
+                data = os.read(read_end, 16)
+            except BlockingIOError:
+                return False
+            os.close(read_end)
+            del self._ready_pipes[index]
+            self._ready[index] = data == b"ready"
+        return self._ready[index]
 
     def all_ready(self) -> bool:
         return all([self._reported_ready(index) for index in self.workers])
@@ -181,12 +183,7 @@ def supervise(
             code = supervisor.check()
             if code is not None:
                 return code
-            if signals.take_reload():
-                problems = holder.reload()
-                if problems:
-                    for problem in problems:
-                        log.error("reload refused: %s", problem)
-                    continue
+            if signals.take_reload() and reload_config(holder):
                 if holder.current.gateway.workers != supervisor.count:
                     log.warning("cmcgate.gateway.workers changes at the next start")
                 supervisor.signal_all(signal.SIGHUP)
