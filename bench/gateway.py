@@ -177,6 +177,33 @@ def serve(config_path: str, profile: bool) -> None:
     print(json.dumps(report), flush=True)
 
 
+class GatewayRun:
+    """``cmcgate gateway run --config CONFIG`` as a child process, output to ``log``, as an
+    administrator runs it; ready once the log shows ``ready`` (the line the command prints
+    when it listens: with workers, once all of them do)."""
+
+    def __init__(
+        self, config: Path, log: Path, *, ready: str = "cmcgate gateway listening on"
+    ) -> None:
+        cmcgate = str(Path(sys.executable).parent / "cmcgate")
+        with open(log, "wb") as out:
+            self.process = subprocess.Popen(
+                [cmcgate, "gateway", "run", "--config", str(config)],
+                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+            )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while ready not in log.read_text(errors="replace"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"gateway did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(60)
+
+
 class GatewayProcess:
     """``bench/gateway.py --serve CONFIG`` as a child; :meth:`finish` returns its report."""
 
@@ -396,23 +423,16 @@ def measure_workers(
     tag = f"{mode.replace('+', '-')}-w{workers}"
     sink = SmtpSink(sink_port, work / f"sink-{tag}.log").start()
     log = work / f"gateway-{tag}.log"
-    cmcgate = str(Path(sys.executable).parent / "cmcgate")
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [cmcgate, "gateway", "run", "--config", str(config)],
-            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-        )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while f"{workers} workers listening" not in log.read_text(errors="replace"):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gateway did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.1)
+        gateway = GatewayRun(config, log, ready=f"({workers} workers)")
+    except BaseException:
+        sink.stop()
+        raise
+    try:
         timed_run(port, sink, WARMUP, sessions=sessions, length=size)
         seconds = timed_run(port, sink, messages, sessions=sessions, length=size)
     finally:
-        process.terminate()
-        process.wait(60)
+        gateway.stop()
         sink.stop()
     check_log(log, MODES[mode][3], WARMUP + messages)
     return messages / seconds

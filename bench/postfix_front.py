@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import email
+import functools
 import importlib.util
 import os
 import smtplib
@@ -47,12 +48,12 @@ from postfix_instance import (  # noqa: E402
     ensure_postfix,
     free_port,
     smtp_source,
-    wait_for_port,
 )
 
 from gateway.devservices import SmtpSink as RecordingSink  # noqa: E402
 
 
+@functools.cache
 def _bench_gateway():  # type: ignore[no-untyped-def]
     """bench/gateway.py (its module name would clash with the ``gateway`` package)."""
     spec = importlib.util.spec_from_file_location("bench_gateway", ROOT / "bench" / "gateway.py")
@@ -103,22 +104,9 @@ MESSAGE = (
 ).encode()
 
 
-class Gateway:
-    """``cmcgate gateway run --config CONFIG`` as a child process."""
-
-    def __init__(self, config: Path, port: int, log: Path) -> None:
-        cmcgate = str(Path(sys.executable).parent / "cmcgate")
-        with open(log, "wb") as out:
-            self.process = subprocess.Popen(
-                [cmcgate, "gateway", "run", "--config", str(config)],
-                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-            )  # fmt: skip
-        wait_for_port(port)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(30)
+def run_gateway(config: Path, log: Path):  # type: ignore[no-untyped-def]
+    """``cmcgate gateway run`` as a child, ready once it listens (bench/gateway.py's runner)."""
+    return _bench_gateway().GatewayRun(config, log)
 
 
 def send(port: int, sender: str, recipients: list[str], content: bytes) -> tuple[int, str]:
@@ -179,7 +167,7 @@ def checks(work: Path, setup, config_for) -> list[tuple[str, bool, str]]:  # typ
     sink = RecordingSink().start()
     gateway_port, postfix_port, reinject_port = free_port(), free_port(), free_port()
     config = config_for(gateway_port, reinject_port)
-    gateway = Gateway(config, gateway_port, work / "gateway-checks.log")
+    gateway = run_gateway(config, work / "gateway-checks.log")
     postfix = PostfixInstance(
         work / "postfix-proxy", postfix_port, sink.port,
         extra_main_cf=PROXY_MAIN_CF.format(gateway_port=gateway_port),
@@ -235,7 +223,7 @@ def content_filter_checks(work: Path, config_for) -> list[tuple[str, bool, str]]
                 ("content_filter, gateway down: mail stays queued", code == 250 and queued,
                  f"{code} {text}; queue empty: {postfix.queue_is_empty()}")
             )  # fmt: skip
-            gateway = Gateway(config, gateway_port, work / "gateway-content-filter.log")
+            gateway = run_gateway(config, work / "gateway-content-filter.log")
             postfix.flush()
             arrived = wait_received(sink, 1, 30)
             detail = f"{len(arrived)} arrived after flush"
@@ -265,7 +253,7 @@ def throughput(work: Path, config_for, messages: int) -> tuple[float, float]:  #
         if with_gateway:
             reinject_port = free_port()
             config = config_for(gateway_port, reinject_port)
-            gateway = Gateway(config, gateway_port, work / "gateway-load.log")
+            gateway = run_gateway(config, work / "gateway-load.log")
             extra = PROXY_MAIN_CF.format(gateway_port=gateway_port)
             master = REINJECT_MASTER_CF.format(reinject_port=reinject_port)
         postfix = PostfixInstance(
