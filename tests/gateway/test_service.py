@@ -71,18 +71,19 @@ SIGN_AND_ENCRYPT = "cmcgate.policy.sign=always\ncmcgate.policy.encrypt=allow\n"
 PASS_THROUGH = "cmcgate.policy.sign=never\ncmcgate.policy.encrypt=never\n"
 
 
-@pytest.fixture
-def setup(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[tuple[GatewayProcess, Path, object]]:
-    ca = make_ca("Service Test CA", kind="rsa")
+def write_keys_passphrase(tmp: Path) -> None:
+    (tmp / "keys.pass").write_text("keys-passphrase\n")
+    os.chmod(tmp / "keys.pass", 0o600)
+
+
+def import_alice_and_bob(config: Path, tmp: Path, ca_name: str) -> tuple[object, Path, Path]:
+    """alice's certificate and key, bob's certificate, imported with ``cmcgate gateway certs
+    import`` into ``config``'s store; (the CA, bob's certificate file, bob's key file)."""
+    ca = make_ca(ca_name, kind="rsa")
     alice = ca.issue("alice@example.org", kind="rsa")
     bob = ca.issue("bob@partner.example", kind="rsa")
-    (tmp_path / "keys.pass").write_text("keys-passphrase\n")
-    os.chmod(tmp_path / "keys.pass", 0o600)
-    port = free_port()
-    config = tmp_path / "gateway.properties"
-    write_config(config, port, smtp_sink.port, tmp_path, SIGN_AND_ENCRYPT)
-    alice_cert, alice_key = alice.write(tmp_path)
-    bob_cert, bob_key = bob.write(tmp_path)
+    alice_cert, alice_key = alice.write(tmp)
+    bob_cert, bob_key = bob.write(tmp)
     for args in (
         ["--email", "alice@example.org", "--cert", str(alice_cert), "--key", str(alice_key)],
         ["--email", "bob@partner.example", "--cert", str(bob_cert)],
@@ -92,9 +93,19 @@ def setup(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[tuple[GatewayProcess,
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
+    return ca, bob_cert, bob_key
+
+
+@pytest.fixture
+def setup(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[tuple[GatewayProcess, Path, object]]:
+    write_keys_passphrase(tmp_path)
+    port = free_port()
+    config = tmp_path / "gateway.properties"
+    write_config(config, port, smtp_sink.port, tmp_path, SIGN_AND_ENCRYPT)
+    pki = import_alice_and_bob(config, tmp_path, "Service Test CA")
     gateway = GatewayProcess(config, port).start()
     try:
-        yield gateway, tmp_path, (ca, bob_cert, bob_key)
+        yield gateway, tmp_path, pki
     finally:
         gateway.stop()
 

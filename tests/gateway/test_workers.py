@@ -15,14 +15,15 @@ from pathlib import Path
 import pytest
 
 from gateway.devservices import SmtpSink, free_port
-from tests.gateway.certs import make_ca
 from tests.gateway.test_service import (
     CMCGATE,
     PASS_THROUGH,
     SIGN_AND_ENCRYPT,
     GatewayProcess,
+    import_alice_and_bob,
     message,
     write_config,
+    write_keys_passphrase,
 )
 
 
@@ -87,23 +88,9 @@ class Workers:
 
 @pytest.fixture
 def workers(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[Workers]:
-    ca = make_ca("Workers Test CA", kind="rsa")
-    alice = ca.issue("alice@example.org", kind="rsa")
-    bob = ca.issue("bob@partner.example", kind="rsa")
-    (tmp_path / "keys.pass").write_text("keys-passphrase\n")
-    os.chmod(tmp_path / "keys.pass", 0o600)
+    write_keys_passphrase(tmp_path)
     setup = Workers(tmp_path, smtp_sink)
-    alice_cert, alice_key = alice.write(tmp_path)
-    bob_cert, _ = bob.write(tmp_path)
-    for args in (
-        ["--email", "alice@example.org", "--cert", str(alice_cert), "--key", str(alice_key)],
-        ["--email", "bob@partner.example", "--cert", str(bob_cert)],
-    ):
-        done = subprocess.run(
-            [CMCGATE, "gateway", "certs", "import", "--config", str(setup.config), *args],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stdout + done.stderr
+    import_alice_and_bob(setup.config, tmp_path, "Workers Test CA")
     setup.process.start()
     assert wait_for(lambda: "2 workers listening" in setup.log())
     try:
@@ -149,8 +136,7 @@ def test_workers_that_cannot_start_stop_the_gateway_with_an_error(
     tmp_path: Path, smtp_sink: SmtpSink
 ) -> None:
     """The port is taken by a socket without SO_REUSEPORT: no restart loop, an exit code."""
-    (tmp_path / "keys.pass").write_text("keys-passphrase\n")
-    os.chmod(tmp_path / "keys.pass", 0o600)
+    write_keys_passphrase(tmp_path)
     setup = Workers(tmp_path, smtp_sink)
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", setup.process.port))
