@@ -99,20 +99,15 @@ class GatewayHandler:
         pipeline: Pipeline = pass_through,
         front: FrontSettings | None = None,
         on_result: Callable[[Transaction, Sequence[Copy], Reply], None] | None = None,
-        *,
-        reuse_connections: bool = True,
     ) -> None:
         self.next_hop = next_hop
         self.pipeline = pipeline
         self.front = front or FrontSettings()
         self.on_result = on_result
-        self.reuse_connections = reuse_connections
         self._pool: NextHopPool | None = None
 
-    def _next_hop_pool(self) -> NextHopPool | None:
+    def _next_hop_pool(self) -> NextHopPool:
         """Idle connections to the current next hop (a new pool after a reload changed it)."""
-        if not self.reuse_connections:
-            return None
         pool = self._pool
         if pool is None or pool.next_hop is not self.next_hop:
             if pool is not None:
