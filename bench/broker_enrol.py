@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ca.keys.software import SoftwareBackend  # noqa: E402
 from cmc.client_config import client_from_config  # noqa: E402
 from config.model import EnrolmentSettings, PkiConnection  # noqa: E402
-from gateway.enrolling import EnrollingCertificates
-from gateway.enrolment import Enroller  # noqa: E402
-from gateway.keystore import KeyStore  # noqa: E402
-from gateway.store import CertStore  # noqa: E402
-from gateway.store_adapter import StoreCertificates  # noqa: E402
+from gateway.broker.enrolling import EnrollingCertificates
+from gateway.broker.enrolment import Enroller  # noqa: E402
+from gateway.certs.adapter import StoreCertificates  # noqa: E402
+from gateway.certs.keystore import KeyStore  # noqa: E402
+from gateway.certs.store import CertStore  # noqa: E402
 from tests.gateway.test_enrolment import start_bundled_ca  # noqa: E402
 
 KEY_TYPE = "rsa3072"

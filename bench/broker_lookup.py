@@ -42,9 +42,9 @@ async def measure(recipients: int, hot_rounds: int) -> dict[str, float]:
     from cryptography.hazmat.primitives import serialization
 
     from config.model import LdapDirectory
+    from gateway.certs.lookup import RecipientLookup
+    from gateway.certs.store import CertStore
     from gateway.devservices import Slapd
-    from gateway.lookup import RecipientLookup
-    from gateway.store import CertStore
     from tests.gateway.test_lookup import ROOT as CA
     from tests.gateway.test_lookup import CrlServer, mint
 

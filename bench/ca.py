@@ -43,7 +43,8 @@ PRODUCT = "silver"
 
 
 class NoLint:
-    """Stands in for ca.lint.CertificateLinter: every certificate passes, nothing is checked."""
+    """Stands in for ca.profiles.lint.CertificateLinter: every certificate passes,
+    nothing is checked."""
 
     def check_prepared(self, prepared: Any) -> list[Any]:
         return []

@@ -5,7 +5,7 @@
 
 Sets up its own SoftHSM2 token in a temp dir (``ca.keys.softhsm.softhsm_token_context``),
 initialises the bundled CA on it (``key_backend='pkcs11'``), starts ``cmcgate ca serve``'s
-:class:`ca.server.CaService` on loopback (HTTPS with client certificates; ``--workers`` CMC
+:class:`ca.service.http.CaService` on loopback (HTTPS with client certificates; ``--workers`` CMC
 handler threads) and issues an access certificate.  Then, for each N of ``--clients``, N
 threads each build their own CMC client from a properties file in the seed's form
 (``config.properties.load`` + ``cmc.client_config.client_from_config``) and enrol pre-built
@@ -43,8 +43,8 @@ from cryptography.x509.oid import NameOID  # noqa: E402
 from ca.init import initialise  # noqa: E402
 from ca.keys import KeyType, raw_sign_rate  # noqa: E402
 from ca.keys.softhsm import softhsm_missing_reason, softhsm_token_context  # noqa: E402
-from ca.server import CaService, ServiceThread  # noqa: E402
-from ca.service_certs import issue_access_certificate  # noqa: E402
+from ca.service.certs import issue_access_certificate  # noqa: E402
+from ca.service.http import CaService, ServiceThread  # noqa: E402
 from cmc.client import CmcClient  # noqa: E402
 from cmc.client_config import client_from_config  # noqa: E402
 from config.properties import load  # noqa: E402

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 
-from cmc.messages import (  # noqa: E402
+from cmc.messages.api import (  # noqa: E402
     CMCStatus,
     Signer,
     StatusInfo,

@@ -18,7 +18,7 @@ round measures Postfix, then every gateway mode, and Postfix once more after the
 round, so that a slow spell of a shared machine hits both sides.  A rate is all messages over
 all time of its runs; the spread of the runs is printed next to it.
 
-Gateway modes, each a fresh gateway process built by ``gateway.service.start`` from its own
+Gateway modes, each a fresh gateway process built by ``gateway.smtp.service.start`` from its own
 properties file, sharing one SQLite store and a software key backend: ``pass`` (sign=never,
 encrypt=never), ``sign`` (sign=always with alice's RSA-2048 key, imported with
 ``cmcgate gateway certs import``), ``sign+encrypt`` (encrypt=mandatory, bob's certificate
@@ -119,7 +119,7 @@ def serve(config_path: str, profile: bool) -> None:
     """Child: run the gateway as ``cmcgate gateway run`` does; report on stdin's EOF."""
     from config.properties import load
     from gateway.cli import configure_logging
-    from gateway.service import start
+    from gateway.smtp.service import start
 
     configure_logging("info")  # as `cmcgate gateway run` does by default
     # Its own quarantine directory: nothing is written outside the bench's work directory.

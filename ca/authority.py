@@ -23,20 +23,20 @@ from cryptography.hazmat.primitives import serialization
 from ca import crl as crl_module
 from ca.authority_checks import csr_emails, public_key_type, shared_linter, uses_internal_urls
 from ca.keys import KeyBackend, KeyBackendError, backend_from_settings
-from ca.lint import DEVELOPMENT_IGNORED_CODES, LintFailed
-from ca.profiles import build_tbs, check_public_key
-from ca.profiles_errors import EmailNotAllowed, KeyNotAllowed, ProfileError, ValidityTooLong
-from ca.profiles_types import CaEndpoints, IssuanceRequest, Organization
-from ca.settings import load_ca_settings
-from ca.settings_types import Approval, CaSettings, ProductSettings, Validity
-from ca.store import Store
-from ca.store_model import (
+from ca.profiles.builder import build_tbs, check_public_key
+from ca.profiles.errors import EmailNotAllowed, KeyNotAllowed, ProfileError, ValidityTooLong
+from ca.profiles.lint import DEVELOPMENT_IGNORED_CODES, LintFailed
+from ca.profiles.types import CaEndpoints, IssuanceRequest, Organization
+from ca.settings.loader import load_ca_settings
+from ca.settings.types import Approval, CaSettings, ProductSettings, Validity
+from ca.store.model import (
     CertificateView,
     OrderStatus,
     OrderView,
     RevocationView,
     StoreError,
 )
+from ca.store.orders import Store
 from config.closing import Closing
 from config.errors import CmcgateError
 

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 
 from ca.keys import KeyType
-from ca.lint import CertificateLinter
+from ca.profiles.lint import CertificateLinter
 
 _linters: dict[frozenset[str], CertificateLinter] = {}
 _linters_lock = threading.Lock()

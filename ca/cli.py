@@ -168,7 +168,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from ca.store_model import StoreError
+    from ca.store.model import StoreError
 
     with _open(args) as ca:
         if args.what.startswith("ord-"):
@@ -231,7 +231,7 @@ def cmd_crl(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from ca.audit import verify_audit
+    from ca.store.audit import verify_audit
 
     with _open(args) as ca:
         # the store holds the audit key read from ca.yaml's audit.hmac_key_file, if any
@@ -309,8 +309,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--pem", action="store_true", help="--out in PEM (the served file is DER)")
     p.add_argument("--root", action="store_true", help="the root CA's CRL instead")
 
-    from ca.publisher import register_publish_command
-    from ca.server import register_service_commands
+    from ca.publish.publisher import register_publish_command
+    from ca.service.http import register_service_commands
 
     register_service_commands(sub)
     register_publish_command(sub)

@@ -15,8 +15,8 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
-from ca.profiles import signature_hash_for
-from ca.store_model import RevokedEntry
+from ca.profiles.builder import signature_hash_for
+from ca.store.model import RevokedEntry
 
 
 def build_crl(

@@ -41,15 +41,15 @@ from cryptography.x509.oid import (
     NameOID,
 )
 
-from ca.profiles import (
+from ca.profiles.builder import (
     authority_key_id,
     check_public_key,
     check_serial,
     random_serial,
     signature_hash_for,
 )
-from ca.profiles_errors import HierarchyError
-from ca.profiles_types import BR_POLICY_OIDS, CaEndpoints
+from ca.profiles.errors import HierarchyError
+from ca.profiles.types import BR_POLICY_OIDS, CaEndpoints
 
 __all__ = [
     "add_revocation_pointers",

@@ -22,14 +22,14 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ca.hierarchy import add_revocation_pointers, check_signer, validity_window
-from ca.profiles import (
+from ca.profiles.builder import (
     authority_key_id,
     check_public_key,
     check_serial,
     random_serial,
     signature_hash_for,
 )
-from ca.profiles_errors import HierarchyError, KeyNotAllowed
+from ca.profiles.errors import HierarchyError, KeyNotAllowed
 
 __all__ = ["MAX_ACCESS_VALIDITY", "MAX_TLS_VALIDITY", "build_access_cert", "build_tls_server_cert"]
 

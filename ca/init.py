@@ -24,12 +24,12 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 
 from ca import crl as crl_module
-from ca.audit import AuditEvent, append_audit
 from ca.hierarchy import build_issuing_ca, build_root_ca
 from ca.keys import KeyBackend, KeyType, backend_from_settings
-from ca.settings import dump_default_ca_yaml, load_ca_settings
-from ca.settings_types import CaSettings
-from ca.store import Store
+from ca.settings.loader import dump_default_ca_yaml, load_ca_settings
+from ca.settings.types import CaSettings
+from ca.store.audit import AuditEvent, append_audit
+from ca.store.orders import Store
 from config.errors import CmcgateError
 
 

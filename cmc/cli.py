@@ -22,11 +22,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from cmc.errors import CmcError
 from cmc.inspect import inspect_bytes, to_dict, to_text
-from cmc.requests import build_full_request
-from cmc.signing import Signer
+from cmc.messages.requests import build_full_request
+from cmc.messages.signing import Signer
 
 if TYPE_CHECKING:
-    from cmc.transport import TransportSettings
+    from cmc.transport.http import TransportSettings
 
 
 class CliInputError(CmcError):
@@ -91,7 +91,7 @@ def _make_csr(key: Any, args: argparse.Namespace) -> x509.CertificateSigningRequ
 
 
 def _access_signer(args: argparse.Namespace) -> Signer:
-    from cmc.pkcs12 import load_pkcs12
+    from cmc.transport.pkcs12 import load_pkcs12
 
     password = None
     if args.password_file:
@@ -161,7 +161,7 @@ def _enroll_csr(
 
 def _connection(args: argparse.Namespace) -> tuple[TransportSettings, x509.Name | None]:
     """TransportSettings and issuer DN from --config or the explicit flags."""
-    from cmc.transport import TransportSettings
+    from cmc.transport.http import TransportSettings
 
     if args.config:
         from cmc.client_config import transport_settings
@@ -221,7 +221,7 @@ def _opener(mode: int) -> Callable[[str, int], int]:
 def cmd_enroll(args: argparse.Namespace) -> int:
     from cmc.client import EnrollmentPending, client_from_settings
     from cmc.errors import CMCFailure
-    from cmc.transport_errors import TransportRefused
+    from cmc.transport.errors import TransportRefused
 
     settings, issuer_dn = _connection(args)
     key_out = Path(args.key_out or f"{args.email}.key.pem")

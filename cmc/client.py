@@ -1,8 +1,8 @@
 """The CMC client: the protocol's steps (enrol, poll, getCert, revoke) over one transport.
 
-Like acme's ``client`` it only sequences :mod:`cmc.messages` (wire objects) and a transport
-(:class:`cmc.transport.CmcTransport`, or anything with its ``send``); every answer goes through
-:func:`cmc.messages.validate_response`, the one place that turns a reply into a result or a
+Like acme's ``client`` it only sequences :mod:`cmc.messages.api` (wire objects) and a transport
+(:class:`cmc.transport.http.CmcTransport`, or anything with its ``send``); every answer goes through
+:func:`cmc.messages.api.validate_response`, the one place that turns a reply into a result or a
 typed error.
 
 Who signs a Full PKI Request (RFC 5272 §3.2.1.3, §6.3).  The PKCS#10 request is always
@@ -30,7 +30,7 @@ from typing import Any, Literal, Protocol
 from cryptography import x509
 
 from cmc.errors import CmcError, CMCPending, ResponseMismatch, TemporaryFailure
-from cmc.messages import (
+from cmc.messages.api import (
     FullPKIRequest,
     FullPKIResponse,
     RevokeRequest,
@@ -44,10 +44,10 @@ from cmc.messages import (
     parse_response,
     validate_response,
 )
-from cmc.pkcs12 import AccessCredentialError, load_pkcs12
-from cmc.request_checks import requested_public_keys
-from cmc.signing import SigningKey
-from cmc.transport import CmcTransport, TransportSettings
+from cmc.messages.request_checks import requested_public_keys
+from cmc.messages.signing import SigningKey
+from cmc.transport.http import CmcTransport, TransportSettings
+from cmc.transport.pkcs12 import AccessCredentialError, load_pkcs12
 from config.closing import Closing
 from config.errors import CmcgateError
 

@@ -16,7 +16,7 @@ from cryptography import x509
 
 from cmc.client import CmcClient, client_from_settings
 from cmc.errors import CmcError
-from cmc.transport import TransportSettings
+from cmc.transport.http import TransportSettings
 from config.model import PkiConnection
 
 

@@ -21,11 +21,12 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from cmc import asn1
-from cmc.cms import load_signed_data
-from cmc.der import decoding, usable_public_key
+from cmc.asn1 import types as asn1
+from cmc.asn1.der import decoding, usable_public_key
+from cmc.asn1.values import Control, RawValue, StatusInfo
 from cmc.errors import MalformedMessage
-from cmc.requests import (
+from cmc.messages.cms import load_signed_data
+from cmc.messages.requests import (
     CertificationRequest,
     CRMFRequest,
     FullPKIRequest,
@@ -33,8 +34,7 @@ from cmc.requests import (
     SimplePKIRequest,
     parse_request,
 )
-from cmc.responses import FullPKIResponse, SimplePKIResponse, parse_response
-from cmc.values import Control, RawValue, StatusInfo
+from cmc.messages.responses import FullPKIResponse, SimplePKIResponse, parse_response
 
 Message = SimplePKIRequest | FullPKIRequest | FullPKIResponse | SimplePKIResponse
 

@@ -21,7 +21,7 @@ def configure_logging(level: str, *, worker: int | None = None) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gateway.service import run
+    from gateway.smtp.service import run
 
     configure_logging(args.log_level, worker=args.worker)
     return run(
@@ -45,7 +45,7 @@ def register(subparsers: Any) -> None:
     run.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
-    from gateway.certs_cli import register_certs
+    from gateway.certs.cli import register_certs
     from gateway.quarantine import register_quarantine
 
     register_certs(sub)

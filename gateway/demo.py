@@ -72,9 +72,9 @@ def partner_identity(
     partner CA's (empty) CRL is written to ``crl_path``, served at ``crl_url``."""
     from ca.crl import build_crl, write_atomically
     from ca.hierarchy import build_root_ca, ca_name
-    from ca.profiles import build_tbs
-    from ca.profiles_types import CaEndpoints, IssuanceRequest, Organization
-    from ca.settings_types import Profile
+    from ca.profiles.builder import build_tbs
+    from ca.profiles.types import CaEndpoints, IssuanceRequest, Organization
+    from ca.settings.types import Profile
 
     ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     root = build_root_ca(ca_key, ca_name("Partner Example CA", "Partner Example", "DE"), now=now)
@@ -167,13 +167,13 @@ def _demo(work: Path, out: Path, step: Steps) -> None:  # noqa: PLR0915 - a stor
     from ca.init import initialise
     from ca.keys import KeyType
     from ca.keys.softhsm import softhsm_token_context
-    from ca.publisher import LdapPublisher
-    from ca.server import CaService, ServiceThread
-    from ca.service_certs import issue_access_certificate
+    from ca.publish.publisher import LdapPublisher
+    from ca.service.certs import issue_access_certificate
+    from ca.service.http import CaService, ServiceThread
     from config.properties import load
-    from gateway import service as gateway_service
+    from gateway.certs.models import Source
     from gateway.devservices import Slapd, SmtpSink
-    from gateway.store_models import Source
+    from gateway.smtp import service as gateway_service
 
     now = datetime.now(UTC)
     with softhsm_token_context(label="cmcgate-demo") as token, Slapd() as slapd, SmtpSink() as sink:

@@ -17,7 +17,8 @@ recipient's outcome decides for the whole message: any ``tempfail`` → ``451 4.
 may help, and a temporary failure must stay temporary), else any ``reject`` →
 ``550 5.7.1``; nothing is sent or held then.  ``hold`` recipients are written to the
 :class:`~gateway.quarantine.Quarantine` (durable before the reply) and get a copy with the
-action ``hold`` that :class:`gateway.server.GatewayHandler` does not relay; the others are relayed.
+action ``hold`` that :class:`gateway.smtp.server.GatewayHandler` does not relay; the others are
+relayed.
 If relaying fails after the hold, the client retries and the message may be held twice —
 a duplicate rather than a loss.  Never plaintext to a mandatory recipient:
 :func:`check_no_plaintext` refuses (451) any copy for one that is not enveloped data.
@@ -57,10 +58,10 @@ from cmc.errors import TemporaryFailure
 from gateway import dkim, smime
 from gateway.policy import Decision, EncryptMode, Outcome, Policy, SignMode, decide, group
 from gateway.quarantine import Quarantine, QuarantineError
-from gateway.relay import Reply
-from gateway.server import HELD, Copy, MessageRefused, Transaction
 from gateway.smime import mime
 from gateway.smime.sign import SignKey
+from gateway.smtp.relay import Reply
+from gateway.smtp.server import HELD, Copy, MessageRefused, Transaction
 
 log = logging.getLogger("cmcgate.gateway.pipeline")
 
@@ -133,7 +134,7 @@ def _reply(code: int, status: str, text: object) -> MessageRefused:
 
 
 class SmimePipeline:
-    """The gateway's :data:`~gateway.server.Pipeline`: ``await pipeline(transaction)``."""
+    """The gateway's :data:`~gateway.smtp.server.Pipeline`: ``await pipeline(transaction)``."""
 
     def __init__(
         self,

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from config.errors import CmcgateError
-from gateway.relay import NextHop, NextHopTransaction, Reply
-from gateway.server import Transaction
+from gateway.smtp.relay import NextHop, NextHopTransaction, Reply
+from gateway.smtp.server import Transaction
 
 SUFFIX = ".held"
 _ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}$")

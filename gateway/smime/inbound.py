@@ -35,8 +35,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from cmc import cms
 from cmc import errors as cmc_errors
+from cmc.messages import cms
 from gateway.smime import mime
 from gateway.smime.errors import DecryptionFailed, MalformedMessage, NotSmime
 from gateway.smime.mime import CRLF, Entity, Field

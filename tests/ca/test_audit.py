@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ca.audit import (
+from ca.store.audit import (
     GENESIS_HASH,
     AuditError,
     AuditEvent,
@@ -21,7 +21,7 @@ from ca.audit import (
     record_hash,
     verify_audit,
 )
-from ca.store import Store
+from ca.store.orders import Store
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -29,14 +29,14 @@ from cryptography.x509.oid import NameOID
 from pkcs11 import Attribute, ObjectClass
 from pkcs11 import exceptions as px
 
-from ca.audit import audit_records, verify_audit
 from ca.authority import CertificateAuthority, OrderRefused, shared_linter
 from ca.init import initialise
 from ca.keys import KeyNotExportable, KeyType
-from ca.lint import CertificateLinter, Severity, findings_at_or_above
-from ca.profiles_types import BR_POLICY_OIDS, ProfileKind
-from ca.store_model import ISSUANCE_PATH, OrderStatus
-from config.cli import main as cli_main
+from ca.profiles.lint import CertificateLinter, Severity, findings_at_or_above
+from ca.profiles.types import BR_POLICY_OIDS, ProfileKind
+from ca.store.audit import audit_records, verify_audit
+from ca.store.model import ISSUANCE_PATH, OrderStatus
+from gateway.main import main as cli_main
 from tests.fixtures.softhsm import SoftHsmToken, softhsm_missing_reason, softhsm_token_context
 
 ACCOUNT = "totemoag.ra"

@@ -1,7 +1,7 @@
 """An operator runs the bundled CA from the shell: ``cmcgate ca init|issue|list|show|revoke|crl``.
 
 One software-key CA for the module, made by ``cmcgate ca init`` itself; the commands run
-through ``config.cli.main`` (one test through the installed ``cmcgate`` script) and what they
+through ``gateway.main.main`` (one test through the installed ``cmcgate`` script) and what they
 print or write is parsed back with cryptography and openssl.
 """
 
@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from ca.store import Store
-from config.cli import main as cli_main
+from ca.store.orders import Store
+from gateway.main import main as cli_main
 
 DOMAIN = "example.org"
 ACCOUNT = "totemoag.ra"

@@ -1,7 +1,7 @@
 """One story on real services: CMC enrolment over HTTPS, LDAP publication, revocation.
 
 The bundled CA (software keys) is initialised with ``ca.ldap`` pointing at a private slapd and
-served by :class:`ca.server.CaService` over HTTPS on loopback with client certificates.  The
+served by :class:`ca.service.http.CaService` over HTTPS on loopback with client certificates.  The
 gateway side is the real CMC client, configured from a properties file in the seed's form.
 The publisher is run directly (``LdapPublisher.run_due``); the service's own 10 s publication
 schedule is taken out so that nothing races the test's runs.
@@ -30,10 +30,10 @@ from cryptography.x509.oid import NameOID
 
 from ca.init import initialise
 from ca.keys import KeyType
-from ca.publisher import LdapPublisher
-from ca.server import CaService, ServiceThread
-from ca.service_certs import issue_access_certificate
-from ca.store_model import JobKind, JobStatus
+from ca.publish.publisher import LdapPublisher
+from ca.service.certs import issue_access_certificate
+from ca.service.http import CaService, ServiceThread
+from ca.store.model import JobKind, JobStatus
 from cmc.client import CmcClient
 from cmc.client_config import client_from_config
 from config.properties import load

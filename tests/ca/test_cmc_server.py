@@ -22,16 +22,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from ca.audit import audit_records
 from ca.init import initialise
 from ca.keys import KeyType
 from ca.keys.softhsm import SoftHsmToken
-from ca.server import CaService, ServiceThread, register_service_commands
-from ca.service_certs import INFRA_KEY_LABEL, SIGNER_KEY_LABEL, issue_access_certificate
+from ca.service.certs import INFRA_KEY_LABEL, SIGNER_KEY_LABEL, issue_access_certificate
+from ca.service.http import CaService, ServiceThread, register_service_commands
+from ca.store.audit import audit_records
 from cmc.client import CmcClient, EnrollmentPending, access_signer, client_from_settings
 from cmc.client_config import client_from_config, transport_settings
 from cmc.errors import CMCFailure
-from cmc.messages import (
+from cmc.messages.api import (
     FullPKIResponse,
     RawValue,
     Signer,
@@ -39,11 +39,11 @@ from cmc.messages import (
     control,
     parse_response,
 )
-from cmc.transport import CmcTransport, HttpStatusRefused, TransportError, TransportSettings
-from config.cli import main
+from cmc.transport.http import CmcTransport, HttpStatusRefused, TransportError, TransportSettings
 from config.model import PkiConnection
 from config.properties import load
 from config.totemo import pki_connection_properties
+from gateway.main import main
 
 PASSWORD = b"access-secret-1"
 ACCOUNT, OTHER = "example.ra", "other.ra"
@@ -91,7 +91,8 @@ OTHER_ACCOUNT = """
 
 
 def _service_cli(argv: list[str]) -> int:
-    """``cmcgate ca <argv>`` for the commands of :func:`ca.server.register_service_commands`."""
+    """``cmcgate ca <argv>`` for the commands of
+    :func:`ca.service.http.register_service_commands`."""
     parser = argparse.ArgumentParser(prog="cmcgate ca")
     register_service_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(argv)

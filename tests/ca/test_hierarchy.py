@@ -15,8 +15,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ca.hierarchy import build_infrastructure_ca, build_issuing_ca, build_root_ca, ca_name
 from ca.hierarchy_services import build_access_cert, build_tls_server_cert
-from ca.lint import CertificateLinter, Severity
-from ca.profiles_errors import HierarchyError
+from ca.profiles.errors import HierarchyError
+from ca.profiles.lint import CertificateLinter, Severity
 
 NOW = datetime.now(UTC) - timedelta(minutes=5)
 ROOT_CRL = "http://ca.example.ch/crl/root.crl"

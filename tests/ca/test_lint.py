@@ -17,15 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ca.hierarchy import build_issuing_ca, build_root_ca, ca_name
-from ca.lint import (
-    DEVELOPMENT_IGNORED_CODES,
-    CertificateLinter,
-    Finding,
-    LintFailed,
-    Severity,
-    findings_at_or_above,
-)
-from ca.profiles import (
+from ca.profiles.builder import (
     CaEndpoints,
     IssuanceRequest,
     Organization,
@@ -33,8 +25,16 @@ from ca.profiles import (
     authority_key_id,
     build_tbs,
 )
-from ca.profiles_errors import SubjectNotComposable
-from ca.subject import attribute_label
+from ca.profiles.errors import SubjectNotComposable
+from ca.profiles.lint import (
+    DEVELOPMENT_IGNORED_CODES,
+    CertificateLinter,
+    Finding,
+    LintFailed,
+    Severity,
+    findings_at_or_above,
+)
+from ca.profiles.subject import attribute_label
 
 ORG = Organization("Example AG", "NTRCH-CHE-123.456.789", "CH", ("example.ch",))
 ENDPOINTS = CaEndpoints("http://ca.example.ch/smime.crl", "http://ca.example.ch/smime.cer")

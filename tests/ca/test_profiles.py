@@ -14,8 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ca.hierarchy import build_issuing_ca, build_root_ca, ca_name
-from ca.lint import CertificateLinter, Severity, findings_at_or_above
-from ca.profiles import (
+from ca.profiles.builder import (
     CaEndpoints,
     IssuanceRequest,
     KeyPurpose,
@@ -26,7 +25,7 @@ from ca.profiles import (
     compose,
     random_serial,
 )
-from ca.profiles_errors import (
+from ca.profiles.errors import (
     EmailNotAllowed,
     EndpointInvalid,
     KeyNotAllowed,
@@ -35,6 +34,7 @@ from ca.profiles_errors import (
     SubjectNotComposable,
     ValidityTooLong,
 )
+from ca.profiles.lint import CertificateLinter, Severity, findings_at_or_above
 
 TEMPLATE_CN = "Secure Mail: Gateway Certificate"
 CA_POLICY = "1.3.6.1.4.1.99999.1.1"
@@ -430,7 +430,7 @@ def test_signing_with_a_key_other_than_the_issuing_cas_is_refused(
 
 
 def test_organisation_comes_from_the_account_settings() -> None:
-    from ca.settings_types import AccountSettings, Organisation
+    from ca.settings.types import AccountSettings, Organisation
 
     account = AccountSettings(
         id="totemoag.ra",

@@ -23,12 +23,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ca.audit import AuditEvent, audit_records, verify_audit
 from ca.authority import CertificateAuthority
 from ca.init import initialise
 from ca.keys import KeyType
-from ca.publisher import LdapPublisher, register_publish_command, schedule_publisher
-from ca.store_model import JobKind, JobStatus
+from ca.publish.publisher import LdapPublisher, register_publish_command, schedule_publisher
+from ca.store.audit import AuditEvent, audit_records, verify_audit
+from ca.store.model import JobKind, JobStatus
 from gateway.devservices import Slapd
 
 DOMAIN = "example.org"

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ca.keys.base import KeyType
-from ca.settings import (
+from ca.settings.loader import (
     Approval,
     Profile,
     SettingsError,

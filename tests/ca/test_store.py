@@ -14,10 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from ca.audit import audit_records, verify_audit
-from ca.store import Store
-from ca.store_jobs import retry_delay
-from ca.store_model import (
+from ca.store.audit import audit_records, verify_audit
+from ca.store.jobs import retry_delay
+from ca.store.model import (
     ISSUANCE_PATH,
     CertificateStatus,
     DuplicateCertificate,
@@ -32,6 +31,7 @@ from ca.store_model import (
     SubjectChange,
     UnknownOrder,
 )
+from ca.store.orders import Store
 from config.errors import CmcgateError
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

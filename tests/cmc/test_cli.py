@@ -11,8 +11,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from cmc.messages import FullPKIRequest, parse_request, verify_request
-from config.cli import main
+from cmc.messages.api import FullPKIRequest, parse_request, verify_request
+from gateway.main import main
 from tests.cmc.conftest import NOW, PkiFixture, make_csr
 
 

@@ -26,7 +26,6 @@ from cmc.client import (
     classify,
     client_from_settings,
 )
-from cmc.cms import verify_chain, verify_signed_data
 from cmc.errors import (
     CMCFailure,
     CMCTryLater,
@@ -35,7 +34,7 @@ from cmc.errors import (
     TemporaryFailure,
     UntrustedSigner,
 )
-from cmc.messages import (
+from cmc.messages.api import (
     CertificationRequest,
     CMCFailInfo,
     CMCStatus,
@@ -48,8 +47,9 @@ from cmc.messages import (
     parse_request,
     verify_request,
 )
-from cmc.transport import CmcTransport, TransportSettings, TransportUnavailable
-from config.cli import main
+from cmc.messages.cms import verify_chain, verify_signed_data
+from cmc.transport.http import CmcTransport, TransportSettings, TransportUnavailable
+from gateway.main import main
 from tests.cmc.conftest import make_cert
 from tests.cmc.tlsresponder import Reply, SeenRequest, TlsResponder
 from tests.cmc.transport_pki import P12_PASSWORD, TransportPki, mint_transport_pki

@@ -13,7 +13,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from cmc.cms import verify_chain, verify_signed_data
 from cmc.errors import (
     CertificateNotValidAt,
     ChainSignatureInvalid,
@@ -26,8 +25,9 @@ from cmc.errors import (
     UnsupportedAlgorithm,
     UntrustedSigner,
 )
-from cmc.messages import Signer, build_simple_response
-from cmc.signing import sign_content
+from cmc.messages.api import Signer, build_simple_response
+from cmc.messages.cms import verify_chain, verify_signed_data
+from cmc.messages.signing import sign_content
 from tests.cmc.conftest import NOW, PkiFixture, make_cert
 
 CONTENT = b"Content-Type: text/plain\r\n\r\nhello from a mail client\r\n"

@@ -8,11 +8,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cmc.cms import verify_signed_data
 from cmc.errors import CmcError
 from cmc.inspect import inspect_bytes, to_dict, to_text
-from cmc.requests import parse_request
-from cmc.responses import parse_response
+from cmc.messages.cms import verify_signed_data
+from cmc.messages.requests import parse_request
+from cmc.messages.responses import parse_response
 from tests.cmc.conftest import shared_dir
 
 SAMPLES = [

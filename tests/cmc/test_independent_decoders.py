@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from pyasn1.codec.der import decoder
 from pyasn1_alt_modules import rfc5652, rfc6402
 
-from cmc.messages import (
+from cmc.messages.api import (
     CMCFailInfo,
     CMCStatus,
     PendInfo,

@@ -9,9 +9,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from cmc.cms import verify_chain, verify_signed_data
 from cmc.errors import CMCFailure
-from cmc.messages import (
+from cmc.messages.api import (
     CertificationRequest,
     CMCFailInfo,
     CMCStatus,
@@ -22,6 +21,7 @@ from cmc.messages import (
     validate_response,
     verify_request,
 )
+from cmc.messages.cms import verify_chain, verify_signed_data
 
 AT = datetime(2026, 12, 1, tzinfo=UTC)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cmc.controls import crl_reason_name
+from cmc.asn1.controls import crl_reason_name
 from cmc.errors import MalformedMessage
 
 

@@ -8,7 +8,6 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from cmc.cms import verify_signed_data
 from cmc.errors import (
     CMCFailure,
     CMCPending,
@@ -23,7 +22,7 @@ from cmc.errors import (
     TransactionIdMismatch,
     UntrustedSigner,
 )
-from cmc.messages import (
+from cmc.messages.api import (
     CMCFailInfo,
     CMCStatus,
     FullPKIRequest,
@@ -44,6 +43,7 @@ from cmc.messages import (
     validate_response,
     verify_request,
 )
+from cmc.messages.cms import verify_signed_data
 from tests.cmc.conftest import NOW, PkiFixture, make_csr
 
 
@@ -202,7 +202,7 @@ def test_user_revokes_a_lost_key(pki: PkiFixture) -> None:
 
 
 def test_server_refuses_unknown_controls_with_bad_request(pki: PkiFixture) -> None:
-    from cmc.messages import RawValue
+    from cmc.messages.api import RawValue
 
     odd = control("1.3.6.1.4.1.99999.1", RawValue(b"\x05\x00"))
     request = build_full_request(
@@ -238,7 +238,7 @@ def test_tampered_response_is_rejected(pki: PkiFixture) -> None:
 
 
 def build_nonce_position(der: bytes) -> int:
-    from cmc.responses import parse_response
+    from cmc.messages.responses import parse_response
 
     nonce = parse_response(der).sender_nonce  # type: ignore[union-attr]
     assert nonce is not None

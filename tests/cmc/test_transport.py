@@ -19,9 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cmc.errors import TemporaryFailure
-from cmc.pkcs12 import AccessCredentialError, encrypted_pem_bundle, load_pkcs12
-from cmc.tlsclient import client_context, load_client_chain
-from cmc.transport import (
+from cmc.transport.codec import decode_response_body, is_der_sequence
+from cmc.transport.http import (
     ClientCertificateRefused,
     CmcTransport,
     HttpStatusRefused,
@@ -33,7 +32,8 @@ from cmc.transport import (
     UndecodableResponse,
     UnexpectedContentType,
 )
-from cmc.transport_codec import decode_response_body, is_der_sequence
+from cmc.transport.pkcs12 import AccessCredentialError, encrypted_pem_bundle, load_pkcs12
+from cmc.transport.tls import client_context, load_client_chain
 from tests.cmc.tlsresponder import Reply, TlsResponder
 from tests.cmc.transport_pki import P12_PASSWORD, TransportPki, mint_transport_pki
 

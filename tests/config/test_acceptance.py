@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from config.cli import main
+from gateway.main import main
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
 

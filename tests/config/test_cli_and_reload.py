@@ -9,10 +9,10 @@ import signal
 
 import pytest
 
-from config.cli import main
 from config.errors import ConfigError
 from config.model import Config
 from config.properties import ConfigHolder
+from gateway.main import main
 
 from .conftest import SWISSSIGN_BLOCK
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-import config.cli
 from config.errors import CmcgateError
-from gateway.certs_cli import register_certs
-from gateway.store import CertStore
-from gateway.store_models import Source
+from gateway import main as cmcgate_cli
+from gateway.certs.cli import register_certs
+from gateway.certs.models import Source
+from gateway.certs.store import CertStore
 from tests.gateway.test_store import NOW, Pki, ec_key, rsa_key
 
 PASSPHRASE = "gateway key passphrase"
@@ -31,7 +31,7 @@ class Result:
 
 
 def run(argv: Sequence[str], capsys: pytest.CaptureFixture[str]) -> Result:
-    """``cmcgate gateway certs ...`` as config.cli.main runs it, with the certs commands
+    """``cmcgate gateway certs ...`` as gateway.main.main runs it, with the certs commands
     registered under ``gateway`` in a parser of the test's own."""
     parser = argparse.ArgumentParser(prog="cmcgate")
     groups = parser.add_subparsers(dest="group", required=True)
@@ -41,7 +41,7 @@ def run(argv: Sequence[str], capsys: pytest.CaptureFixture[str]) -> Result:
     args = parser.parse_args(["gateway", "certs", *argv])
     try:
         code = int(args.func(args) or 0)
-    except CmcgateError as exc:  # what config.cli.main does
+    except CmcgateError as exc:  # what gateway.main.main does
         print(f"cmcgate: {exc}", file=sys.stderr)
         code = exc.exit_code
     captured = capsys.readouterr()
@@ -249,10 +249,10 @@ def test_the_certs_commands_are_part_of_cmcgate(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     try:
-        code = config.cli.main(
+        code = cmcgate_cli.main(
             ["gateway", "certs", "list", "--store", f"sqlite:///{tmp_path}/g.db"]
         )
     except SystemExit:
-        pytest.skip("gateway/cli.py does not call gateway.certs_cli.register_certs yet")
+        pytest.skip("gateway/cli.py does not call gateway.certs.cli.register_certs yet")
     assert code == 0
     assert capsys.readouterr().out.strip() == "no certificates"

@@ -28,10 +28,10 @@ from gateway.pipeline import (
 )
 from gateway.policy import EncryptMode, MissingAction, Policy, Rule, Scope
 from gateway.quarantine import Quarantine
-from gateway.relay import NextHop
-from gateway.server import GatewayHandler, start_front
 from gateway.smime import smime_kind
 from gateway.smime.mime import split_message
+from gateway.smtp.relay import NextHop
+from gateway.smtp.server import GatewayHandler, start_front
 from tests.gateway.certs import CA, Identity, make_ca, openssl
 from tests.gateway.test_smime_outbound import ATTACHMENT, SUBJECT, TEXT
 

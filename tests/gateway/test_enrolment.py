@@ -21,26 +21,26 @@ from cryptography import x509
 from ca.init import initialise
 from ca.keys import KeyType
 from ca.keys.software import SoftwareBackend
-from ca.server import CaService, ServiceThread
-from ca.service_certs import issue_access_certificate
+from ca.service.certs import issue_access_certificate
+from ca.service.http import CaService, ServiceThread
 from cmc.client_config import client_from_config
 from config.model import EnrolmentSettings, PkiConnection
 from config.properties import load
 from config.totemo import pki_connection_properties
+from gateway.broker.enrolling import EnrollingCertificates
+from gateway.broker.enrolment import Enroller
+from gateway.broker.keypool import KeyPool, is_pool_label
+from gateway.broker.renewal import Renewer
+from gateway.certs.adapter import StoreCertificates
+from gateway.certs.keystore import KeyStore
+from gateway.certs.models import Source
+from gateway.certs.store import CertStore
 from gateway.devservices import SmtpSink, free_port
-from gateway.enrolling import EnrollingCertificates
-from gateway.enrolment import Enroller
-from gateway.keypool import KeyPool, is_pool_label
-from gateway.keystore import KeyStore
 from gateway.pipeline import PipelineSettings, SmimePipeline
 from gateway.policy import Policy, SignMode
-from gateway.relay import NextHop
-from gateway.renewal import Renewer
-from gateway.server import GatewayHandler, start_front
 from gateway.smime import smime_kind
-from gateway.store import CertStore
-from gateway.store_adapter import StoreCertificates
-from gateway.store_models import Source
+from gateway.smtp.relay import NextHop
+from gateway.smtp.server import GatewayHandler, start_front
 
 PASSWORD = b"access-secret-1"
 ACCOUNT = "example.ra"

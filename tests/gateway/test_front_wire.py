@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.devservices import SmtpSink, free_port
-from gateway.front import END_MARK, DataTooLarge, crlf_canonical, dot_stuff, read_data
-from gateway.relay import NextHop
-from gateway.server import GatewayHandler, start_front
+from gateway.smtp.front import END_MARK, DataTooLarge, crlf_canonical, dot_stuff, read_data
+from gateway.smtp.relay import NextHop
+from gateway.smtp.server import GatewayHandler, start_front
 
 PIPELINED = b"QUIT\r\n"
 

@@ -18,16 +18,16 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cmc.errors import TemporaryFailure
 from config.model import LdapDirectory
+from gateway.certs.ldap import DirectoryUnavailable
+from gateway.certs.lookup import LookupCertificates, RecipientLookup
+from gateway.certs.models import RevocationStatus, Source
+from gateway.certs.revocation import CrlChecker
+from gateway.certs.store import CertStore
 from gateway.devservices import Slapd, free_port
-from gateway.lookup import LookupCertificates, RecipientLookup
-from gateway.lookup_ldap import DirectoryUnavailable
 from gateway.pipeline import PipelineSettings, SmimePipeline
 from gateway.policy import EncryptMode, Policy, SignMode
-from gateway.revocation import CrlChecker
-from gateway.server import Transaction
 from gateway.smime import decrypt
-from gateway.store import CertStore
-from gateway.store_models import RevocationStatus, Source
+from gateway.smtp.server import Transaction
 from tests.gateway.certs import CA, NOW, make_ca, new_key
 from tests.gateway.test_end_to_end_smime import PLAIN, MemoryCertificates
 

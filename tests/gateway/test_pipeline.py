@@ -19,10 +19,10 @@ from gateway.pipeline import (
 )
 from gateway.policy import EncryptMode, MissingAction, Policy, Rule, Scope, SignMode
 from gateway.quarantine import Quarantine
-from gateway.relay import Reply
-from gateway.server import Copy, MessageRefused, Transaction
 from gateway.smime import decrypt, encrypt, sign, smime_kind, verify
 from gateway.smime.mime import split_message
+from gateway.smtp.relay import Reply
+from gateway.smtp.server import Copy, MessageRefused, Transaction
 from tests.gateway.certs import make_ca
 from tests.gateway.test_end_to_end_smime import INTERNAL, PLAIN, MemoryCertificates, people
 
@@ -276,9 +276,9 @@ async def test_metrics_count_each_copy_by_direction_action_and_result():
 # -- the adapter over the real stores ----------------------------------------------------------
 async def test_the_pipeline_runs_on_the_real_certificate_and_key_stores(tmp_path: Path):
     from ca.keys.software import SoftwareBackend
-    from gateway.keystore import KeyStore
-    from gateway.store import CertStore
-    from gateway.store_adapter import StoreCertificates
+    from gateway.certs.adapter import StoreCertificates
+    from gateway.certs.keystore import KeyStore
+    from gateway.certs.store import CertStore
 
     alice, dave, bob = WHO["alice"], WHO["dave"], WHO["bob"]
     with (
@@ -307,8 +307,8 @@ async def test_the_pipeline_runs_on_the_real_certificate_and_key_stores(tmp_path
 
 
 def test_renewal_runs_are_counted_in_the_metrics():
+    from gateway.broker.renewal import RenewalReport
     from gateway.metrics import Metrics
-    from gateway.renewal import RenewalReport
 
     metrics = Metrics(INTERNAL)
     report = RenewalReport(

@@ -16,9 +16,9 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from config.properties import load
-from gateway import service
 from gateway.devservices import Slapd, SmtpSink, free_port
 from gateway.smime import smime_kind
+from gateway.smtp import service
 from tests.gateway.test_enrolment import BundledCa, openssl_signer, start_bundled_ca
 
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator, Sequence
 import pytest
 
 from gateway.devservices import SmtpSink, free_port
-from gateway.relay import NextHop, Reply
-from gateway.server import (
+from gateway.smtp.relay import NextHop, Reply
+from gateway.smtp.server import (
     Copy,
     FrontSettings,
     GatewayHandler,

@@ -21,9 +21,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ca.keys import KeyBackend
 from ca.keys.software import SoftwareBackend
-from gateway.keystore import KeyMismatch, KeyStore, KeyStoreError, parse_user_label
-from gateway.store import CertStore
-from gateway.store_models import (
+from gateway.certs.keystore import KeyMismatch, KeyStore, KeyStoreError, parse_user_label
+from gateway.certs.models import (
     AmbiguousCertificate,
     CertificateNotFound,
     RevocationStatus,
@@ -32,6 +31,7 @@ from gateway.store_models import (
     UnusableCertificate,
     certificate_emails,
 )
+from gateway.certs.store import CertStore
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 DAY = timedelta(days=1)

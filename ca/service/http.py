@@ -1,0 +1,387 @@
+"""``cmcgate ca serve``: the bundled CA's CMC endpoint (HTTPS, client certificates required)
+and its CRL/AIA files (plain HTTP, where the certificates' URLs point).
+
+HTTPS (``--listen``, default 127.0.0.1:8443), TLS server certificate from the
+infrastructure CA (:mod:`ca.service.certs`), client certificate required and verified against
+the infrastructure CA:
+
+* ``POST /ws/cmc?account=ID&product=ID[&validity=1y]`` — the SwissSign/Totemo URL shape;
+* ``POST /cmc[?product=ID]`` — RFC 5273's plain path: the account is the client
+  certificate's, the product the account's only one unless named;
+* ``GET /crl/NAME.crl``, ``GET /certs/NAME.cer`` — also served here.
+
+Plain HTTP (``--http-listen``, default ``ca.listen`` of ca.yaml) serves only ``/crl`` and
+``/certs``.  Requests run in a small thread pool (the CA, HSM and database calls block).
+SIGTERM/SIGINT stop accepting and let in-flight requests finish; SIGHUP re-reads ca.yaml.
+No stack trace ever reaches a client: anything unexpected is logged and answered with a
+short text (HTTP) or internalCAError (CMC).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import signal
+import ssl
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ca.authority import CertificateAuthority
+from ca.service.certs import ServiceMaterial, ensure_service_material, write_infra_crl
+from ca.service.cmc import MAX_BODY, CmcService, Query
+from config.errors import CmcgateError
+
+log = logging.getLogger(__name__)
+
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
+SHUTDOWN_TIMEOUT = 30.0
+CRL_REFRESH_SECONDS = 3600
+
+
+class ServeError(CmcgateError):
+    """The service cannot start (no CA, bad listen address, port in use)."""
+
+
+def parse_listen(text: str, default_port: int) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, str(default_port)
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ServeError(f"listen address {text!r} must be HOST:PORT")
+    return host, int(port)
+
+
+def server_context(material: ServiceMaterial) -> ssl.SSLContext:
+    """TLS 1.2+, our server certificate, client certificates from the infrastructure CA."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(material.tls_cert_file), str(material.tls_key_file))
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    context.load_verify_locations(
+        cadata=material.infra_cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    )
+    return context
+
+
+def _peer_certificate(request: web.Request) -> x509.Certificate | None:
+    transport = request.transport
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    return x509.load_der_x509_certificate(der) if der else None
+
+
+@web.middleware
+async def _no_traces(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("unexpected error serving %s %s", request.method, request.path)
+        return web.Response(status=500, text="internal error (logged on the server)\n")
+
+
+@dataclass
+class CaService:
+    """One running service: the CA, its CMC handler, the listeners."""
+
+    directory: Path
+    https: tuple[str, int] = ("127.0.0.1", 8443)
+    http: tuple[str, int] | None = None
+    hosts: list[str] = field(default_factory=list)
+    workers: int = 4
+
+    def __post_init__(self) -> None:
+        self._ca: CertificateAuthority | None = None
+        self._retired: list[CertificateAuthority] = []
+        self._service: CmcService | None = None
+        self._runners: list[web.AppRunner] = []
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="cmc")
+        self._lock = threading.Lock()
+        self.https_port = 0
+        self.http_port = 0
+        self._scheduler: Any = None
+
+    # -- the CA and its reload ------------------------------------------------------------
+    def _open(self) -> CmcService:
+        ca_yaml = self.directory / "ca.yaml"
+        if not ca_yaml.exists():
+            raise ServeError(f"{ca_yaml}: no CA here (run `cmcgate ca init`)")
+        ca = CertificateAuthority.open(ca_yaml)
+        try:
+            material = ensure_service_material(ca, [self.https[0], *self.hosts])
+        except BaseException:
+            ca.close()
+            raise
+        self.material = material
+        with self._lock:
+            if self._ca is not None:
+                self._retired.append(self._ca)  # in-flight requests may still use it
+            self._ca = ca
+            self._service = CmcService(ca, material.signer, material.infra_cert)
+        return self._service
+
+    def reload(self) -> None:
+        """Re-read ca.yaml (accounts, products, ...); a broken file keeps the old settings."""
+        try:
+            self._open()
+            log.info("ca.yaml reloaded")
+        except Exception as exc:  # noqa: BLE001 - keep serving with what we have
+            log.error("reload failed, keeping the previous settings: %s", exc)
+
+    @property
+    def ca(self) -> CertificateAuthority:
+        assert self._ca is not None
+        return self._ca
+
+    # -- HTTP handlers ------------------------------------------------------------------------
+    async def _cmc(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        service = self._service
+        assert service is not None
+        query = Query(
+            account=request.query.get("account") or None,
+            product=request.query.get("product") or None,
+            validity=request.query.get("validity") or None,
+        )
+        if request.path.startswith("/ws/") and query.account is None:
+            return web.Response(status=400, text="name the account: ?account=ID&product=ID\n")
+        reply = await asyncio.get_running_loop().run_in_executor(
+            self._pool,
+            lambda: service.handle(
+                body,
+                request.headers.get("Content-Type"),
+                query,
+                _peer_certificate(request),
+                transfer_encoding=request.headers.get("Content-Transfer-Encoding"),
+            ),
+        )
+        return web.Response(
+            status=reply.status, body=reply.body, headers={"Content-Type": reply.content_type}
+        )
+
+    async def _file(self, request: web.Request) -> web.Response:
+        folder, suffix, media = {
+            "crl": ("crl", ".crl", "application/pkix-crl"),
+            "certs": ("certs", ".cer", "application/pkix-cert"),
+        }[request.match_info["folder"]]
+        name = request.match_info["name"]
+        if not name.endswith(suffix) or not _FILE_NAME.match(name):
+            raise web.HTTPNotFound(text="not found\n")
+        path = self.directory / folder / name
+        try:
+            data = await asyncio.get_running_loop().run_in_executor(self._pool, path.read_bytes)
+        except OSError:
+            raise web.HTTPNotFound(text="not found\n") from None
+        return web.Response(body=data, headers={"Content-Type": media})
+
+    def _app(self, *, cmc: bool) -> web.Application:
+        app = web.Application(middlewares=[_no_traces], client_max_size=MAX_BODY + 4096)
+        app.router.add_get(r"/{folder:crl|certs}/{name}", self._file)
+        if cmc:
+            app.router.add_post("/ws/cmc", self._cmc)
+            app.router.add_post("/cmc", self._cmc)
+        return app
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._pool, self._open)
+        if self.http is None:
+            settings = self.ca.settings.ca
+            self.http = (settings.listen_host, settings.listen_port)
+        for cmc, (host, port) in ((True, self.https), (False, self.http)):
+            runner = web.AppRunner(
+                self._app(cmc=cmc), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
+            )
+            await runner.setup()
+            context = server_context(self.material) if cmc else None
+            site = web.TCPSite(runner, host, port, ssl_context=context)
+            try:
+                await site.start()
+            except OSError as exc:
+                await runner.cleanup()
+                raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            self._runners.append(runner)
+            bound = runner.addresses[0][1]
+            if cmc:
+                self.https_port = bound
+            else:
+                self.http_port = bound
+        self._start_scheduler()
+        log.info("CMC over https on %s:%d, CRL/AIA over http on %s:%d",
+                 self.https[0], self.https_port, self.http[0], self.http_port)  # fmt: skip
+
+    def _start_scheduler(self) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        scheduler = BackgroundScheduler(timezone="UTC")
+        scheduler.add_job(
+            self._refresh_crls,
+            "interval",
+            seconds=CRL_REFRESH_SECONDS,
+            id="crl",
+            coalesce=True,
+            max_instances=1,
+        )
+        from ca.publish.publisher import schedule_publisher
+
+        schedule_publisher(scheduler, lambda: self.ca)  # LDAP publication, when ca.ldap is set
+        extra = getattr(self, "extra_jobs", None)
+        if extra is not None:
+            extra(scheduler, self)
+        scheduler.start()
+        self._scheduler = scheduler
+
+    def _refresh_crls(self) -> None:
+        try:
+            ca = self.ca
+            ca.write_crl()
+            write_infra_crl(ca, self.material.infra_cert, now=datetime.now(UTC))
+        except Exception as exc:  # noqa: BLE001 - retried at the next interval
+            log.error("CRL refresh failed: %s", exc)
+
+    async def stop(self) -> None:
+        """Stop listening, finish in-flight requests, close the CA."""
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)
+            self._scheduler = None
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        self._pool.shutdown(wait=True)
+        for ca in [*self._retired, *([self._ca] if self._ca else [])]:
+            ca.close()
+        self._retired.clear()
+        self._ca = None
+
+    async def serve_forever(self) -> None:
+        """Run until SIGTERM/SIGINT; SIGHUP reloads ca.yaml."""
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+        await self.start()
+        loop.add_signal_handler(signal.SIGTERM, stopping.set)
+        loop.add_signal_handler(signal.SIGINT, stopping.set)
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: loop.run_in_executor(self._pool, self.reload)
+        )
+        print(
+            f"cmcgate CA: CMC on https://{self.https[0]}:{self.https_port}/ws/cmc, "
+            f"CRL/AIA on http://{self.http[0] if self.http else '?'}:{self.http_port}",
+            flush=True,
+        )
+        try:
+            await stopping.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await self.stop()
+
+
+class ServiceThread:
+    """A :class:`CaService` on its own event loop in a thread (tests, benchmarks, demo)."""
+
+    def __init__(self, service: CaService) -> None:
+        self.service = service
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def start(self) -> CaService:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.service.start(), self._loop).result(timeout=60)
+        return self.service
+
+    def stop(self) -> None:
+        try:
+            asyncio.run_coroutine_threadsafe(self.service.stop(), self._loop).result(timeout=60)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._loop.close()
+
+
+# -- CLI (the lead wires register_service_commands into `cmcgate ca`) --------------------------
+
+
+def _ca_dir(args: Any) -> Path:
+    import os
+
+    return Path(args.dir or os.environ.get("CMCGATE_CA_DIR") or ".").resolve()
+
+
+def cmd_serve(args: Any) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    service = CaService(
+        _ca_dir(args),
+        https=parse_listen(args.listen, 8443),
+        http=parse_listen(args.http_listen, 8480) if args.http_listen else None,
+        hosts=list(args.hostname or ()),
+    )
+    asyncio.run(service.serve_forever())
+    return 0
+
+
+def cmd_access_cert(args: Any) -> int:
+    import os
+
+    from ca.keys import KeyType
+    from ca.service.certs import issue_access_certificate
+
+    try:
+        password = Path(args.password_file).read_text().splitlines()[0].encode()
+    except (OSError, IndexError) as exc:
+        raise ServeError(f"{args.password_file}: cannot read the password: {exc}") from None
+    ca_yaml = _ca_dir(args) / "ca.yaml"
+    if not ca_yaml.exists():
+        raise ServeError(f"{ca_yaml}: no CA here (run `cmcgate ca init`)")
+    with CertificateAuthority.open(ca_yaml) as ca:
+        issued = issue_access_certificate(
+            ca, args.account, password, key_type=KeyType.parse(args.key_type),
+            operator=os.environ.get("USER", "cli"),
+        )  # fmt: skip
+    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(issued.p12)
+    print(f"access certificate for {args.account} written to {args.out}")
+    print(f"  serial {issued.certificate.serial_number:x}  sha256 {issued.sha256}")
+    print(f"  registered in {ca_yaml.parent / 'access'}")
+    print(f"  the gateway's trust anchor: {ca_yaml.parent / 'root-ca.pem'}")
+    return 0
+
+
+def register_service_commands(sub: Any) -> None:
+    """Add ``serve`` and ``access-cert`` to the ``cmcgate ca`` subcommands."""
+    p = sub.add_parser("serve", help="run the CMC service (HTTPS) and CRL/AIA files (HTTP)")
+    p.add_argument("--dir", help="CA directory (default $CMCGATE_CA_DIR or .)")
+    p.add_argument("--listen", default="127.0.0.1:8443", help="HTTPS HOST:PORT for CMC")
+    p.add_argument("--http-listen", help="HTTP HOST:PORT for /crl and /certs (default ca.listen)")
+    p.add_argument("--hostname", action="append", help="extra DNS name/IP for the TLS certificate")
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("access-cert", help="issue an account's access certificate (PKCS#12)")
+    p.add_argument("--dir", help="CA directory (default $CMCGATE_CA_DIR or .)")
+    p.add_argument("--account", required=True)
+    p.add_argument("--out", required=True, help="PKCS#12 file to write")
+    p.add_argument("--password-file", required=True, help="file whose first line is the password")
+    p.add_argument(
+        "--key-type", default="ec-p256", choices=["ec-p256", "ec-p384", "rsa2048", "rsa3072"]
+    )
+    p.set_defaults(func=cmd_access_cert)
+
+
+__all__ = ["CaService", "ServeError", "ServiceThread", "register_service_commands"]

@@ -1,0 +1,327 @@
+"""The SMTP front: an aiosmtpd handler that relays in step with the next hop.
+
+aiosmtpd runs the protocol; this handler only translates between SMTP and the pipeline
+(see STYLE.md): MAIL and RCPT are forwarded to the next hop and its replies mirrored, so a
+recipient the next hop refuses is refused to the client with the same reply; DATA is handed
+to the pipeline, which may split the recipients into groups that each get their own
+transformed copy, and the client's DATA reply is the next hop's reply to those copies.
+
+Mail is never acknowledged before the next hop accepted it.  If a message had to be split
+and a later copy fails after an earlier one was accepted, the client gets the failure: a
+retry may then deliver the earlier copy twice, which is preferred to losing the later one.
+Transforms for all copies run before the first copy is sent, so this needs the next hop to
+fail between two DATA commands of one connection.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from config.errors import CmcgateError
+from gateway.smtp.relay import NextHop, NextHopPool, NextHopTransaction, RelayError, Reply
+
+log = logging.getLogger("cmcgate.gateway")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class MessageRefused(CmcgateError):
+    """The pipeline refuses the message; :attr:`reply` (4xx or 5xx) goes to the client."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.line)
+        self.reply = reply
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One transformed copy of a message and the recipients it goes to."""
+
+    recipients: tuple[str, ...]
+    content: bytes
+    actions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """What the client handed over: the envelope and the raw message."""
+
+    queue_id: str
+    client_address: str
+    sender: str
+    recipients: tuple[str, ...]
+    content: bytes
+
+
+#: The pipeline: transforms one message into the copies to relay, or raises MessageRefused.
+Pipeline = Callable[[Transaction], Awaitable[Sequence[Copy]]]
+
+
+async def pass_through(transaction: Transaction) -> Sequence[Copy]:
+    """The identity pipeline: one unchanged copy for every recipient."""
+    return [Copy(transaction.recipients, transaction.content, ("pass",))]
+
+
+@dataclass(frozen=True)
+class FrontSettings:
+    """Who may relay through the gateway."""
+
+    allowed_networks: tuple[IPNetwork, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+    #: Authenticated clients may relay from anywhere.
+    authenticated_may_relay: bool = True
+
+
+RELAY_DENIED = "554 5.7.1 Relay access denied"
+#: A copy with this action was put in quarantine by the pipeline: it is not relayed.
+HELD = "hold"
+
+
+@dataclass
+class _State:
+    next_hop: NextHopTransaction | None = None
+    queue_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12].upper())
+
+
+class GatewayHandler:
+    """aiosmtpd handler: MAIL/RCPT mirrored from the next hop, DATA through the pipeline."""
+
+    def __init__(
+        self,
+        next_hop: NextHop,
+        pipeline: Pipeline = pass_through,
+        front: FrontSettings | None = None,
+        on_result: Callable[[Transaction, Sequence[Copy], Reply], None] | None = None,
+    ) -> None:
+        self.next_hop = next_hop
+        self.pipeline = pipeline
+        self.front = front or FrontSettings()
+        self.on_result = on_result
+        self._pool: NextHopPool | None = None
+
+    def _next_hop_pool(self) -> NextHopPool:
+        """Idle connections to the current next hop (a new pool after a reload changed it)."""
+        pool = self._pool
+        if pool is None or pool.next_hop is not self.next_hop:
+            if pool is not None:
+                pool.close()
+            pool = self._pool = NextHopPool(self.next_hop)
+        return pool
+
+    async def close_connections(self) -> None:
+        """QUIT the idle next-hop connections (on shutdown, on the front's loop)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.aclose()
+
+    # -- relay permission -------------------------------------------------------------
+    def may_relay(self, session: Any) -> bool:
+        if self.front.authenticated_may_relay and getattr(session, "authenticated", False):
+            return True
+        peer = session.peer[0] if isinstance(session.peer, tuple) else None
+        if peer is None:
+            return False
+        try:
+            address = ipaddress.ip_address(peer.split("%")[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.front.allowed_networks)
+
+    @staticmethod
+    def _state(envelope: Any) -> _State:
+        state = getattr(envelope, "cmcgate", None)
+        if state is None:
+            state = _State()
+            envelope.cmcgate = state
+        return state
+
+    # -- aiosmtpd hooks -----------------------------------------------------------------
+    async def handle_MAIL(  # noqa: N802
+        self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
+    ) -> str:
+        if not self.may_relay(session):
+            # Not an open relay: refuse at MAIL already, before touching the next hop.
+            return RELAY_DENIED
+        state = self._state(envelope)
+        await self._close(state)
+        transaction = NextHopTransaction(self.next_hop, self._next_hop_pool())
+        try:
+            await transaction.open()
+            reply = await transaction.mail(address, _forwardable(mail_options))
+        except RelayError as exc:
+            await transaction.close()
+            return exc.reply.line
+        if not reply.ok:
+            await transaction.close()
+            return reply.line
+        state.next_hop = transaction
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return reply.line
+
+    async def handle_RCPT(  # noqa: N802
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
+        if not self.may_relay(session):
+            return RELAY_DENIED
+        state = self._state(envelope)
+        if state.next_hop is None:
+            return "503 5.5.1 Error: need MAIL command"
+        try:
+            reply = await state.next_hop.rcpt(address, _forwardable(rcpt_options))
+        except RelayError as exc:
+            await self._close(state)
+            return exc.reply.line
+        if reply.ok:
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(rcpt_options)
+        return reply.line
+
+    async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        await self._close(self._state(envelope))
+        return "250 2.0.0 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        state = self._state(envelope)
+        try:
+            return (await self._deliver(session, envelope, state)).line
+        finally:
+            await self._close(state)
+
+    async def _deliver(self, session: Any, envelope: Any, state: _State) -> Reply:
+        if state.next_hop is None:
+            return Reply(451, "4.4.2 next hop transaction lost, try again later")
+        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        transaction = Transaction(
+            queue_id=state.queue_id,
+            client_address=peer,
+            sender=envelope.mail_from,
+            recipients=tuple(envelope.rcpt_tos),
+            content=bytes(envelope.original_content or envelope.content),
+        )
+        try:
+            copies = list(await self.pipeline(transaction))
+            _check_copies(copies, transaction.recipients)
+            reply = await self._send_copies(state.next_hop, transaction, copies)
+        except MessageRefused as exc:
+            reply, copies = exc.reply, []
+        except RelayError as exc:
+            reply, copies = exc.reply, []
+        except Exception:
+            # Never lose mail on a bug: the client keeps it and retries.
+            log.exception("queue_id=%s pipeline failed", transaction.queue_id)
+            reply, copies = Reply(451, "4.3.0 internal error, try again later"), []
+        if self.on_result is not None:
+            self.on_result(transaction, copies, reply)
+        log.info(
+            "queue_id=%s from=<%s> to=%s actions=%s reply=%s",
+            transaction.queue_id,
+            transaction.sender,
+            ",".join(transaction.recipients),
+            "|".join(",".join(c.actions) for c in copies),
+            reply.code,
+        )
+        return reply
+
+    async def _send_copies(
+        self, hop: NextHopTransaction, transaction: Transaction, copies: list[Copy]
+    ) -> Reply:
+        copies = [c for c in copies if HELD not in c.actions]
+        if not copies:
+            # Every recipient held: the quarantine write was durable before the pipeline
+            # returned, so the gateway has taken responsibility for the message.
+            return Reply(250, "2.0.0 OK: held in quarantine")
+        if len(copies) == 1 and set(copies[0].recipients) == set(transaction.recipients):
+            return await hop.data(copies[0].content)
+        # Split: the next hop verified every recipient already; send one transaction each.
+        await hop.rset()
+        last = Reply(250, "2.0.0 OK")
+        for copy in copies:
+            reply = await hop.mail(transaction.sender)
+            for recipient in copy.recipients:
+                if reply.ok:
+                    reply = await hop.rcpt(recipient)
+            if reply.ok:
+                reply = await hop.data(copy.content)
+            if not reply.ok:
+                return reply
+            last = reply
+        return last
+
+    @staticmethod
+    async def _close(state: _State) -> None:
+        hop, state.next_hop = state.next_hop, None
+        if hop is not None:
+            await hop.close()
+
+
+def _forwardable(options: list[str]) -> list[str]:
+    """ESMTP parameters the next hop should see (SIZE changes after transforming)."""
+    return [o for o in options if o.split("=", 1)[0].upper() in {"BODY", "SMTPUTF8"}]
+
+
+def _check_copies(copies: list[Copy], recipients: tuple[str, ...]) -> None:
+    """Every accepted recipient must be in exactly one copy: nobody is dropped silently."""
+    seen = [r for copy in copies for r in copy.recipients]
+    if sorted(seen) != sorted(recipients):
+        raise MessageRefused(Reply(451, "4.3.0 internal error: recipients not covered"))
+
+
+def start_front(
+    handler: GatewayHandler,
+    host: str,
+    port: int,
+    *,
+    max_message_size: int,
+    tls_context: Any = None,
+    require_starttls: bool = False,
+    authenticator: Any = None,
+    server_hostname: str | None = None,
+    reuse_port: bool = False,
+) -> Any:
+    """Start the SMTP front in a background thread; returns the aiosmtpd Controller.
+
+    ``server_hostname`` is the name in the greeting; without it aiosmtpd calls
+    ``socket.getfqdn()`` for every connection, a blocking DNS lookup on the event loop.
+
+    DATA is read in blocks into one buffer (:mod:`gateway.smtp.front`): ``max_message_size``
+    bounds it (552 beyond, also announced as ESMTP SIZE).  SMTPUTF8 and 8BITMIME are
+    announced and passed on.
+    """
+    from gateway.smtp.front import FrontController
+
+    controller = FrontController(
+        handler,
+        hostname=host,
+        port=port,
+        data_size_limit=max_message_size,
+        enable_SMTPUTF8=True,
+        decode_data=False,
+        tls_context=tls_context,
+        require_starttls=require_starttls,
+        authenticator=authenticator,
+        auth_require_tls=tls_context is not None,
+        auth_required=False,
+        ident="cmcgate",
+        server_hostname=server_hostname or _local_name(),
+        # Several worker processes listen on one port; the kernel spreads connections.
+        reuse_port=reuse_port,
+    )
+    controller.start()
+    return controller
+
+
+def _local_name() -> str:
+    """This host's name, looked up once (not per connection)."""
+    import socket
+
+    return socket.getfqdn()
