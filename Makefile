@@ -36,7 +36,7 @@ pytest: deps $(STAMP)
 test: deps $(STAMP) lint pytest
 
 demo: deps $(STAMP)
-	$(BIN)/cmcgate demo
+	$(BIN)/python scripts/demo.py
 
 BENCHES ?= cmc keys ca ca_cmc dkim_signing smime broker gateway postfix_front
 

@@ -29,10 +29,10 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 
 from config.errors import ConfigIssue, DnError, Severity
 from config.keys import POLICY_LEAVES
+from config.policy import EncryptMode, MissingAction, Policy, Rule, Scope, SignMode
 from config.source import Props
 from config.subject import normalise_email
 from config.values import ValueProblem, parse_choice, parse_domain
-from gateway.policy import EncryptMode, MissingAction, Policy, Rule, Scope, SignMode
 
 MAX_POLICY_BYTES = 1024 * 1024
 _ENUMS: dict[str, type[SignMode] | type[EncryptMode] | type[MissingAction]] = {

@@ -12,9 +12,9 @@ from types import MappingProxyType
 from cryptography import x509
 
 from config.errors import ConfigIssue, SecretError
+from config.policy import Policy
 from config.subject import ProductKind, subject_for
 from config.values import HostPort, IPNetwork
-from gateway.policy import Policy
 
 MAX_SECRET_BYTES = 64 * 1024
 

@@ -21,15 +21,21 @@ def configure_logging(level: str, *, worker: int | None = None) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gateway.smtp.service import run
+    from config.properties import ConfigHolder
+    from gateway.smtp.service import ControlSignals, run
 
     configure_logging(args.log_level, worker=args.worker)
-    return run(
-        Path(args.config),
-        quarantine_dir=Path(args.quarantine_dir) if args.quarantine_dir else None,
-        worker=args.worker,
-        log_level=args.log_level,
-    )
+    # Signal handlers first: a SIGHUP during start-up is kept, not fatal.
+    signals = ControlSignals()
+    holder = ConfigHolder(Path(args.config))
+    quarantine_dir = Path(args.quarantine_dir) if args.quarantine_dir else None
+    if args.worker is None and holder.current.gateway.workers > 1:
+        from gateway.smtp.workers import supervise
+
+        return supervise(
+            holder, signals, quarantine_dir=quarantine_dir, log_level=args.log_level
+        )
+    return run(holder, signals, quarantine_dir=quarantine_dir, worker=args.worker)
 
 
 def register(subparsers: Any) -> None:

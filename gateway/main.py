@@ -1,43 +1,75 @@
-"""The ``cmcgate`` command line: one entry point, one subcommand group per package.
+"""The ``cmcgate`` command line root: one entry point, one subcommand group per package.
 
-Each package contributes ``register(subparsers)`` that adds its group; a leaf command sets
-``func`` to a callable taking the parsed arguments and returning the exit status.  Errors
-derived from :class:`config.errors.CmcgateError` are printed as one line and exit 2; no
-traceback reaches the user.
+Each group lives in its package's ``cli`` module, whose ``register(subparsers)`` adds the
+group; a leaf command sets ``func`` to a callable taking the parsed arguments and returning
+the exit status.  The root knows the groups by module *name* and imports only the one the
+command line asks for, so ``cmcgate --help`` and ``cmcgate --version`` load none of them
+(and no package's layering depends on this table: it is a plug-in list, not an import).
+
+Errors derived from :class:`config.errors.CmcgateError` are printed as one line and exit with
+their code; no traceback reaches the user.  A closed stdout (``cmcgate ... | head``) ends the
+command quietly, as Unix tools do.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
-from config.errors import CmcgateError
+#: group -> (module with ``register``, one-line help), in the order ``--help`` lists them.
+GROUPS: dict[str, tuple[str, str]] = {
+    "config": ("config.commands", "check and show configuration files"),
+    "cmc": ("cmc.cli", "CMC messages (RFC 5272): build requests, inspect files"),
+    "ca": ("ca.cli", "the bundled CA"),
+    "gateway": ("gateway.cli", "the S/MIME SMTP gateway (run, certs, quarantine)"),
+}
 
-#: Modules that contribute a subcommand group, in the order ``--help`` lists them.
-GROUPS = ("config.commands", "cmc.cli", "ca.cli", "gateway.cli", "gateway.demo")
+
+def version() -> str:
+    try:
+        return metadata.version("cmcgate")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "unknown"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen_group(argv: Sequence[str]) -> str | None:
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in GROUPS else None
+    return None
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser; only the group named in ``argv`` (if any) is loaded and registered fully."""
     parser = argparse.ArgumentParser(
         prog="cmcgate",
         description="S/MIME mail gateway that brokers certificates over CMC.",
     )
+    parser.add_argument("--version", action="version", version=f"cmcgate {version()}")
     subparsers = parser.add_subparsers(dest="group", metavar="GROUP", required=True)
-    for name in GROUPS:
-        module = importlib.import_module(name)
-        module.register(subparsers)
+    chosen = _chosen_group(argv)
+    for name, (module_name, help_text) in GROUPS.items():
+        if name == chosen:
+            importlib.import_module(module_name).register(subparsers)
+        else:
+            subparsers.add_parser(name, help=help_text)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    from config.errors import CmcgateError
+
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(arguments)
+    args = parser.parse_args(arguments)
     func = getattr(args, "func", None)
     if func is None:
         # A group without a leaf command: show that group's help.
-        parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
+        parser.parse_args([*arguments, "--help"])
         return 2
     try:
         return int(func(args) or 0)
@@ -46,6 +78,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        return 141
+
+
+def _quiet_broken_pipe() -> None:
+    """stdout's reader went away: stop without Python's "Exception ignored" at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # pragma: no cover - stdout already gone
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -52,8 +52,8 @@ from typing import Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ca.keys.errors import DecryptionFailed as KeyDecryptionFailed
-from ca.keys.errors import KeyBackendError
+from ca.keys import DecryptionFailed as KeyDecryptionFailed
+from ca.keys import KeyBackendError
 from cmc.errors import TemporaryFailure
 from gateway import dkim, smime
 from gateway.policy import Decision, EncryptMode, Outcome, Policy, SignMode, decide, group

@@ -20,9 +20,12 @@ def test_demo_delivers_a_message_that_openssl_decrypts_with_bobs_key_and_verifie
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "demo-out"
-    cmcgate = Path(sys.executable).parent / "cmcgate"
+    script = Path(__file__).resolve().parent.parent / "scripts" / "demo.py"
     result = subprocess.run(
-        [str(cmcgate), "demo", "--out", str(out)], capture_output=True, text=True, timeout=120
+        [sys.executable, str(script), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "demo OK" in result.stdout

@@ -14,14 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ca.keys.base import (
-    KeyBackend,
-    KeyType,
-    UnknownKeyType,
-    key_type_of,
-    read_secret,
-    validate_label,
-)
+from ca.keys.base import KeyBackend, key_type_of, read_secret, validate_label
 from ca.keys.errors import (
     DecryptionFailed,
     KeyBackendError,
@@ -33,6 +26,7 @@ from ca.keys.errors import (
 )
 from ca.keys.handles import EcKeyHandle, PrivateKeyHandle, RsaKeyHandle
 from ca.keys.rates import raw_sign_rate
+from ca.keys.types import KeyType, UnknownKeyType
 
 BACKEND_KINDS = ("pkcs11", "software")
 

@@ -21,7 +21,7 @@ from ca.keys.digests import digest_info, digest_of, pss_mgf_hash, pss_salt_lengt
 from ca.keys.errors import KeyNotExportable, UnsupportedKeyOperation
 
 if TYPE_CHECKING:
-    from ca.keys.base import KeyType
+    from ca.keys.types import KeyType
 
 
 class KeyOperations(Protocol):

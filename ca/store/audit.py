@@ -25,10 +25,11 @@ import hmac
 import json
 import re
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -36,8 +37,15 @@ from sqlalchemy.orm import Session
 from ca.store.db import AuditHeadRow, AuditRow, utcnow
 from ca.store.model import StoreError
 
-if TYPE_CHECKING:
-    from ca.store.orders import Store
+
+class AuditedStore(Protocol):
+    """What the audit functions need of :class:`ca.store.orders.Store`."""
+
+    audit_hmac_key: bytes | None
+
+    def audit_transaction(self) -> AbstractContextManager[Session]: ...
+
+    def read_session(self) -> AbstractContextManager[Session]: ...
 
 GENESIS_HASH = "0" * 64
 _HEAD_ID = 1
@@ -244,7 +252,7 @@ def _view(row: AuditRow) -> AuditRecord:
 
 
 def append_audit(
-    store: Store,
+    store: AuditedStore,
     event_type: AuditEvent | str,
     actor: str,
     subject: str | None = None,
@@ -260,7 +268,7 @@ def append_audit(
 
 
 def audit_records(
-    store: Store, *, subject: str | None = None, event_type: str | None = None
+    store: AuditedStore, *, subject: str | None = None, event_type: str | None = None
 ) -> list[AuditRecord]:
     """Records in seq order, optionally only those about one order/serial or of one type."""
     with store.read_session() as session:
@@ -272,7 +280,7 @@ def audit_records(
         return [_view(r) for r in session.execute(query).scalars()]
 
 
-def verify_audit(store: Store, *, hmac_key: bytes | None = None) -> AuditReport:
+def verify_audit(store: AuditedStore, *, hmac_key: bytes | None = None) -> AuditReport:
     """Check the whole chain; problems name the records: ``record 17: modified (...)``.
 
     ``hmac_key`` defaults to the store's key; with a key, record and head MACs are checked too.

@@ -29,7 +29,7 @@ import os
 import threading
 from pathlib import Path
 
-from ca.publish.ldapwrite import DirectoryWriter, LdapUnavailable
+from ca.publish import DirectoryWriter, LdapUnavailable
 from config.errors import CmcgateError, SecretError
 from config.model import PublishSettings
 

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from gateway.smime import mime
+from gateway.smime import encoding, mime
 from gateway.smime.errors import NoRecipients, SmimeError, UnsupportedRecipient
 from gateway.smime.sign import SignHash, SignKey, opaque_fields, sign
 
@@ -38,14 +38,14 @@ def encrypt(
     Duplicate certificates are encrypted to once.  Raises :class:`NoRecipients`,
     :class:`UnsupportedRecipient` or :class:`MalformedMessage`.
     """
-    outer, content = mime.prepare_message(message, protect_headers=protect_headers)
+    outer, content = encoding.prepare_message(message, protect_headers=protect_headers)
     envelope = _Envelope(
         content, [*recipient_certs, *([sender_cert] if sender_cert else [])], algorithm
     )
     head = mime.message_head(outer, opaque_fields("enveloped-data"))
-    out = mime.Output(len(head) + mime.b64_size(envelope.size))
+    out = encoding.Output(len(head) + encoding.b64_size(envelope.size))
     out.write(head)
-    lines = mime.Base64Lines(out)
+    lines = encoding.Base64Lines(out)
     envelope.write(lines)
     lines.close()
     return out.value()
@@ -59,7 +59,7 @@ def envelope_bytes(
 ) -> bytes:
     """CMS EnvelopedData (DER) of exactly ``content``."""
     envelope = _Envelope([content], recipient_certs, algorithm)
-    out = mime.Output(envelope.size)
+    out = encoding.Output(envelope.size)
     envelope.write(out)
     return out.value()
 

@@ -37,7 +37,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cmc import errors as cmc_errors
 from cmc.messages import cms
-from gateway.smime import mime
+from gateway.smime import encoding, mime
 from gateway.smime.errors import DecryptionFailed, MalformedMessage, NotSmime
 from gateway.smime.mime import CRLF, Entity, Field
 
@@ -138,7 +138,7 @@ def rejoin(outer_fields: Iterable[Field], inner: bytes) -> bytes:
     content = [f for f in entity.fields if f.lname != "mime-version"]
     content = [f for f in content if not (f.lname in _SINGLE and f.lname in present)]
     if not any(f.lname == "content-type" for f in content):
-        content.insert(0, mime.default_content_type(body))
+        content.insert(0, encoding.default_content_type(body))
     return b"".join([mime.message_head(outer, content), body])
 
 

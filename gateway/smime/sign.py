@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from gateway.smime import mime
+from gateway.smime import encoding, mime
 from gateway.smime.errors import SigningFailed
 from gateway.smime.mime import Field
 
@@ -40,7 +40,7 @@ PREAMBLE = b"This is an S/MIME signed message\r\n"
 
 def inner_entity(message: bytes, *, protect_headers: bool = False) -> tuple[list[Field], bytes]:
     """Return (outer header fields, canonical 7-bit bytes of the MIME entity to protect)."""
-    outer, pieces = mime.prepare_message(message, protect_headers=protect_headers)
+    outer, pieces = encoding.prepare_message(message, protect_headers=protect_headers)
     return outer, b"".join(pieces)
 
 
@@ -61,7 +61,7 @@ def sign(
     :class:`SigningFailed` for an unusable key/certificate.
     """
     algorithm = hash if hash is not None else hashes.SHA256()
-    outer, pieces = mime.prepare_message(message, protect_headers=protect_headers)
+    outer, pieces = encoding.prepare_message(message, protect_headers=protect_headers)
     check_signer(key, cert, algorithm)
     if not detached:
         content = b"".join(pieces)
@@ -77,7 +77,7 @@ def sign(
     delim = b"--" + boundary.encode("ascii")
     fixed = len(head) + len(PREAMBLE) + 3 * len(delim) + 12 + len(_SIGNATURE_HEAD) + length
     der_bound = sum(len(c.public_bytes(serialization.Encoding.DER)) for c in (cert, *chain))
-    out = mime.Output(fixed + mime.b64_size(der_bound + 4096))  # an upper bound; trimmed
+    out = encoding.Output(fixed + encoding.b64_size(der_bound + 4096))  # an upper bound; trimmed
     for piece in (head, PREAMBLE, b"\r\n", delim, b"\r\n", *pieces):
         out.write(piece)
     with out.region(out.pos - length, out.pos) as written:
@@ -86,7 +86,7 @@ def sign(
             der = _signed_data(written, key, cert, chain, detached=True, hash=algorithm)
     if clash:
         return _sign_joined(outer, b"".join(pieces), key, cert, chain, algorithm)
-    for piece in (b"\r\n", delim, b"\r\n", _SIGNATURE_HEAD, mime.b64_lines(der)):
+    for piece in (b"\r\n", delim, b"\r\n", _SIGNATURE_HEAD, encoding.b64_lines(der)):
         out.write(piece)
     out.write(b"\r\n" + delim + b"--\r\n")
     return out.value()
@@ -132,7 +132,7 @@ def _sign_joined(
             delim,
             b"\r\n",
             _SIGNATURE_HEAD,
-            mime.b64_lines(der),
+            encoding.b64_lines(der),
             b"\r\n",
             delim,
             b"--\r\n",
@@ -143,9 +143,9 @@ def _sign_joined(
 def b64_message(outer: Sequence[Field], content: Sequence[Field], der: bytes) -> bytes:
     """``build_message(outer, content, b64_lines(der))`` written once into its result."""
     head = mime.message_head(outer, content)
-    out = mime.Output(len(head) + mime.b64_size(len(der)))
+    out = encoding.Output(len(head) + encoding.b64_size(len(der)))
     out.write(head)
-    lines = mime.Base64Lines(out)
+    lines = encoding.Base64Lines(out)
     lines.write(der)
     lines.close()
     return out.value()

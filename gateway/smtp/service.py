@@ -331,23 +331,17 @@ def _report_ready() -> None:
 
 
 def run(
-    config_path: Path,
+    holder: ConfigHolder,
+    signals: ControlSignals,
     *,
     quarantine_dir: Path | None = None,
     worker: int | None = None,
-    log_level: str = "info",
 ) -> int:
-    """Run until SIGTERM/SIGINT; SIGHUP reloads ``config_path`` (a bad file keeps the old).
+    """Run until SIGTERM/SIGINT; SIGHUP reloads the holder's file (a bad file keeps the old).
 
-    With ``cmcgate.gateway.workers`` > 1 this process supervises that many workers
-    (:mod:`gateway.smtp.workers`), each of which runs this function with ``worker=N``.
+    One process serves alone, or as worker N of :mod:`gateway.smtp.workers` (``worker=N``);
+    ``cmcgate gateway run`` (:mod:`gateway.cli`) decides which.
     """
-    signals = ControlSignals()
-    holder = ConfigHolder(config_path)
-    if worker is None and holder.current.gateway.workers > 1:
-        from gateway.smtp.workers import supervise
-
-        return supervise(holder, signals, quarantine_dir=quarantine_dir, log_level=log_level)
     gateway = start(holder.current, quarantine_dir=quarantine_dir, worker=worker)
     listen = holder.current.gateway.listen
     who = "" if worker is None else f" (worker {worker})"

@@ -10,8 +10,8 @@ import pytest
 
 from config.errors import ConfigError
 from config.model import NextHopTls
+from config.policy import EncryptMode, MissingAction, SignMode
 from config.properties import load
-from gateway.policy import EncryptMode, MissingAction, SignMode
 
 
 def errors_of(path: Path) -> list[str]:

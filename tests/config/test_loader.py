@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from config.errors import ConfigError
+from config.policy import EncryptMode, SignMode
 from config.properties import load
-from gateway.policy import EncryptMode, SignMode
 
 from .conftest import SWISSSIGN_BLOCK
 

@@ -8,13 +8,8 @@ import email.policy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.smime.mime import (
-    canonical,
-    prepare_entity,
-    split_message,
-    split_multipart,
-    split_outer,
-)
+from gateway.smime.encoding import prepare_entity, split_outer
+from gateway.smime.mime import canonical, split_message, split_multipart
 
 
 def _prepared(message: bytes) -> bytes:

@@ -1,4 +1,8 @@
-"""``cmcgate demo`` (``make demo``): the main job end to end on embedded defaults.
+"""``make demo``: the main job end to end on embedded defaults (``python scripts/demo.py``).
+
+It starts every part itself — a SoftHSM2 token, slapd, the bundled CA in-process, the gateway,
+an SMTP sink — so it imports from all four packages; it lives outside them on purpose (the
+packages keep their layering, see docs/architecture.md).
 
 Everything runs on loopback in temporary directories and is stopped at the end; the
 artefacts stay in ``demo-out/`` so anyone can re-check them with openssl by hand.  Each
@@ -11,6 +15,7 @@ import argparse
 import shutil
 import smtplib
 import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -33,14 +38,6 @@ PEM = serialization.Encoding.PEM
 
 class DemoFailed(CmcgateError):
     """A demo step did not do what it should."""
-
-
-def register(subparsers: Any) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "demo", help="run the end-to-end demo on embedded defaults (artefacts in demo-out/)"
-    )
-    parser.add_argument("--out", default="demo-out", help="artefact directory (default demo-out)")
-    parser.set_defaults(func=run)
 
 
 class Steps:
@@ -149,6 +146,22 @@ def write_properties(
 
 def _openssl(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=60)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/demo.py",
+        description="run the end-to-end demo on embedded defaults (artefacts in demo-out/)",
+    )
+    parser.add_argument("--out", default="demo-out", help="artefact directory (default demo-out)")
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except CmcgateError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
 
 
 def run(args: argparse.Namespace) -> int:
@@ -326,3 +339,7 @@ def _demo(work: Path, out: Path, step: Steps) -> None:  # noqa: PLR0915 - a stor
         if result.returncode != 0 or "Verification successful" not in result.stderr:
             raise DemoFailed(f"openssl cms -verify failed: {result.stderr.strip()}")
         step.detail(f"openssl: {result.stderr.strip()}; signer {ALICE}; content in {verified}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
