@@ -30,6 +30,11 @@ to its content, clear-signed mail kept as is; of a valid signature the signer's 
 and CA certificates are harvested — never other end-entity certificates that came along
 (best effort: a failing harvest is logged, the mail still delivered).
 
+CPU-heavy work — signing, encrypting, verifying (certificate path search included),
+decrypting, DKIM — runs in an executor (``executor``; the event loop's default one unless
+given), never on the SMTP front's event loop: while one message is being checked, every
+other session keeps being served.
+
 Failures: anything temporary — :class:`cmc.errors.TemporaryFailure` from a lookup (LDAP,
 CMC), a key backend/HSM error, a signing failure, a quarantine write — refuses the message
 with 451 (the client keeps it).  A malformed message: outbound, if a copy must be signed or
@@ -42,11 +47,13 @@ crash.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -65,6 +72,7 @@ from gateway.smime.sign import SignKey
 log = logging.getLogger("cmcgate.gateway.pipeline")
 
 HOLD = HELD
+T = TypeVar("T")
 _SPOOF = re.compile(rb"(?im)^x-cmcgate-signature[ \t]*:.*(?:\r?\n[ \t].*)*\r?\n")
 
 
@@ -140,10 +148,18 @@ class SmimePipeline:
         settings: PipelineSettings,
         certificates: Certificates,
         quarantine: Quarantine | None = None,
+        *,
+        executor: Executor | None = None,
     ) -> None:
         self.settings = settings
         self.certificates = certificates
         self.quarantine = quarantine
+        self.executor = executor
+
+    async def _offload(self, func: Callable[..., T], /, *args: object, **kwargs: object) -> T:
+        """``func(*args, **kwargs)`` in the executor, off the event loop."""
+        call = functools.partial(func, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, call)
 
     async def __call__(self, transaction: Transaction) -> list[Copy]:
         try:
@@ -187,7 +203,7 @@ class SmimePipeline:
         modes = {r: policy.resolve(sender, r) for r in recipients}
         kind = _kind(t.content)
         if kind == "enveloped":
-            return [self._finish(t, recipients, t.content, ["client-encrypted"])], []
+            return [await self._finish(t, recipients, t.content, ["client-encrypted"])], []
         wants_sign = any(m[0] is not SignMode.NEVER for m in modes.values())
         identity = None
         signed = kind in ("signed", "opaque-signed")
@@ -219,7 +235,8 @@ class SmimePipeline:
             content, actions = t.content, []
             sign = sign and identity is not None and not signed
             try:
-                content = self._protect(
+                content = await self._offload(
+                    self._protect,
                     content,
                     identity if sign else None,
                     [certs[r] for r in members] if encrypt else [],
@@ -229,9 +246,9 @@ class SmimePipeline:
                 raise _reply(554, "5.6.0", f"malformed message cannot be protected: {exc}") from exc
             actions += ["sign"] if sign else []
             actions += ["encrypt"] if encrypt else []
-            copies.append(self._finish(t, members, content, actions or ["pass"]))
+            copies.append(await self._finish(t, members, content, actions or ["pass"]))
         mandatory = {r for r in recipients if modes[r][1] is EncryptMode.MANDATORY}
-        check_no_plaintext(copies, mandatory)
+        await self._offload(check_no_plaintext, copies, mandatory)
         return copies, [d for d in decisions if d.outcome is Outcome.HOLD]
 
     def _protect(
@@ -262,14 +279,14 @@ class SmimePipeline:
             )
         return content
 
-    def _finish(
+    async def _finish(
         self, t: Transaction, recipients: Sequence[str], content: bytes, actions: list[str]
     ) -> Copy:
         """DKIM last, over exactly what leaves."""
         key = self.settings.dkim_key(t.sender)
         if key is not None:
             try:
-                content = dkim.sign(content, key)
+                content = await self._offload(dkim.sign, content, key)
                 actions = [*actions, "dkim"]
             except dkim.DkimError as exc:
                 log.warning("queue_id=%s not DKIM-signed: %s", t.queue_id, exc)
@@ -327,7 +344,8 @@ class SmimePipeline:
                 smime.strip_signature_headers(content), *([] if len(actions) > 1 else ["pass"])
             )
         try:
-            result = smime.verify(
+            result = await self._offload(
+                smime.verify,
                 content,
                 trust_anchors=self.settings.trust_anchors,
                 intermediates=self.settings.intermediates,
@@ -349,7 +367,7 @@ class SmimePipeline:
     async def _decrypt(self, content: bytes, recipient: str) -> bytes | None:
         for candidate in await self.certificates.decryption_keys(recipient):
             try:
-                return smime.decrypt(content, candidate.key, candidate.cert)
+                return await self._offload(smime.decrypt, content, candidate.key, candidate.cert)
             except (smime.DecryptionFailed, KeyDecryptionFailed):
                 continue
         return None
