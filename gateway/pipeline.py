@@ -8,7 +8,8 @@ Outbound (per recipient: :func:`gateway.policy.decide`, then one copy per (sign,
 group): sign with the sender's key, encrypt to the group's certificates plus the sender's own
 encryption certificate (so the sent copy stays readable), sign-then-encrypt when both, DKIM
 last when a key is configured for the envelope sender's domain.  Mail the client already
-signed is not signed again; mail it already encrypted is passed on as it is
+signed is not signed again; mail it already encrypted (its body parses as CMS EnvelopedData
+or AuthEnvelopedData; a Content-Type header saying so is not enough) is passed on as it is
 (``client-encrypted``).  Only the sender's own key signs: signing needs an internal sender.
 Certificates whose key cannot do RSA key transport count as "no certificate".
 
@@ -20,7 +21,7 @@ may help, and a temporary failure must stay temporary), else any ``reject`` →
 action ``hold`` that :class:`gateway.server.GatewayHandler` does not relay; the others are relayed.
 If relaying fails after the hold, the client retries and the message may be held twice —
 a duplicate rather than a loss.  Never plaintext to a mandatory recipient:
-:func:`check_no_plaintext` refuses (451) any copy for one that is not enveloped data.
+:func:`check_no_plaintext` refuses (451) any copy for one whose body is not encrypted CMS.
 
 Inbound (one copy per internal recipient, each has its own key): enveloped mail is decrypted
 with the first of the recipient's keys that opens it (none does, or no key: delivered as it
@@ -202,7 +203,7 @@ class SmimePipeline:
         internal_sender = self.settings.is_internal(sender)
         modes = {r: policy.resolve(sender, r) for r in recipients}
         kind = _kind(t.content)
-        if kind == "enveloped":
+        if await self._offload(smime.is_encrypted, t.content):  # the CMS decides, not a header
             return [await self._finish(t, recipients, t.content, ["client-encrypted"])], []
         wants_sign = any(m[0] is not SignMode.NEVER for m in modes.values())
         identity = None
@@ -397,12 +398,13 @@ def _refuse_if_needed(decisions: Sequence[Decision]) -> None:
 
 
 def check_no_plaintext(copies: Sequence[Copy], mandatory: set[str]) -> None:
-    """Refuse (451) if a copy for a mandatory-encryption recipient is not enveloped data."""
+    """Refuse (451) if a copy for a mandatory-encryption recipient is not encrypted: its body
+    must parse as CMS EnvelopedData or AuthEnvelopedData (:mod:`gateway.smime.encrypted`)."""
     for copy in copies:
         if not mandatory.intersection(copy.recipients) or HOLD in copy.actions:
             continue
         encrypted = {"encrypt", "client-encrypted"}.intersection(copy.actions)
-        if not encrypted or _kind(copy.content) != "enveloped":
+        if not encrypted or not smime.is_encrypted(copy.content):
             log.error("refusing plaintext for mandatory recipients %s", copy.recipients)
             raise _reply(451, "4.3.0", "internal error: refusing to send plaintext")
 
