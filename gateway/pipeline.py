@@ -28,8 +28,8 @@ with the first of the recipient's keys that opens it (none does, or no key: deli
 is, ``not-decrypted``); signed mail is verified and stamped ``X-Cmcgate-Signature`` (any such
 field from outside is removed first, also on unsigned mail); opaque signed-data is unwrapped
 to its content, clear-signed mail kept as is; of a valid signature the signer's certificate
-and CA certificates are harvested — never other end-entity certificates that came along
-(best effort: a failing harvest is logged, the mail still delivered).
+and the CA certificates of its path that came along are harvested — never other end-entity
+or CA certificates (best effort: a failing harvest is logged, the mail still delivered).
 
 CPU-heavy work — signing, encrypting, verifying (certificate path search included),
 decrypting, DKIM — runs in an executor (``executor``; the event loop's default one unless
@@ -354,9 +354,11 @@ class SmimePipeline:
         except smime.SmimeError as exc:
             result = smime.VerificationResult("invalid", None, None, (), b"", str(exc))
         if result.status == "valid" and result.signer_cert is not None:
-            # Only the verified signer and CA certificates: other end-entity certificates
-            # stuffed into a valid signature must not become somebody's encryption key.
-            cas = [c for c in result.certificates if is_ca(c)]
+            # Only the verified signer and the CA certificates on its path: other end-entity
+            # certificates stuffed into a valid signature must not become somebody's
+            # encryption key, nor other CA certificates chain material for every later search.
+            carried = set(result.certificates)
+            cas = [c for c in result.path[1:] if is_ca(c) and c in carried]
             try:
                 await self.certificates.harvest([result.signer_cert, *cas], "smime")
             except Exception as exc:  # noqa: BLE001 - best effort, the mail must still go

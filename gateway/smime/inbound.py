@@ -63,6 +63,8 @@ class VerificationResult:
     content_bytes: bytes
     reason: str = ""
     signing_time: datetime | None = None
+    #: the certificate path found, ``[signer, ..., anchor]`` (empty when none was)
+    path: tuple[x509.Certificate, ...] = ()
 
 
 def smime_kind(message: bytes) -> Kind:
@@ -214,8 +216,12 @@ def _judge(
     signer = signed.signer_certificate
     certs = signed.certificates
 
+    path: list[x509.Certificate] = []
+
     def result(status: Status, reason: str, email_: str | None = None) -> VerificationResult:
-        return VerificationResult(status, email_, signer, certs, body, reason, signed.signing_time)
+        return VerificationResult(
+            status, email_, signer, certs, body, reason, signed.signing_time, tuple(path)
+        )
 
     if signer is None:
         return result("unknown-signer", "signer certificate not in the message")

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from gateway.devservices import SmtpSink
@@ -20,7 +21,7 @@ from gateway.metrics import Metrics
 from gateway.pipeline import PipelineSettings, SmimePipeline
 from gateway.smime.mime import split_message
 from tests.cmc.cross_certified import cross_certified
-from tests.gateway.certs import NOW, make_ca, openssl
+from tests.gateway.certs import NOW, PrivateKey, make_ca, openssl
 from tests.gateway.test_end_to_end_smime import (
     INTERNAL,
     PLAIN,
@@ -29,8 +30,9 @@ from tests.gateway.test_end_to_end_smime import (
     people,
 )
 
-#: What the issue asks for (< 1 s) with room for a loaded test machine; measured ~0.2 s.
+#: What the issue asks for (< 1 s) with room for a loaded test machine; measured 0.3-0.7 s.
 SAFETY_BOUND = 10.0
+MESH = cross_certified(200, not_before=NOW - timedelta(days=1))
 
 
 class WatchedExecutor(ThreadPoolExecutor):
@@ -46,25 +48,33 @@ class WatchedExecutor(ThreadPoolExecutor):
         return future
 
 
-def hostile_signed_mail(directory: Path) -> bytes:
-    """Mallory's mail, signed by openssl with a certificate under a 200-certificate mesh of
-    CAs certifying each other, all of which the signature carries."""
-    mesh = cross_certified(200, not_before=NOW - timedelta(days=1))
-    key, cert = mesh.issue("mallory@partner.example")
+def signed_mail(
+    directory: Path, key: PrivateKey, cert: x509.Certificate, carried: Sequence[x509.Certificate]
+) -> bytes:
+    """A mail to Dave from ``cert``'s address, signed by openssl, carrying ``carried`` too."""
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    [sender] = san.get_values_for_type(x509.RFC822Name)
     pem = serialization.Encoding.PEM
-    (directory / "mallory.pem").write_bytes(cert.public_bytes(pem))
-    (directory / "mallory.key").write_bytes(
+    (directory / "signer.pem").write_bytes(cert.public_bytes(pem))
+    (directory / "signer.key").write_bytes(
         key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
-    (directory / "mesh.pem").write_bytes(b"".join(c.public_bytes(pem) for c in mesh.certificates))
+    (directory / "carried.pem").write_bytes(b"".join(c.public_bytes(pem) for c in carried))
     (directory / "body.txt").write_bytes(b"Content-Type: text/plain\r\n\r\nHi Dave.\r\n")
     signed = openssl(
         "cms", "-sign", "-in", directory / "body.txt",
-        "-signer", directory / "mallory.pem", "-inkey", directory / "mallory.key",
-        "-certfile", directory / "mesh.pem",
-        "-from", "mallory@partner.example", "-to", "dave@example.org", "-subject", "hi",
+        "-signer", directory / "signer.pem", "-inkey", directory / "signer.key",
+        "-certfile", directory / "carried.pem",
+        "-from", sender, "-to", "dave@example.org", "-subject", "hi",
     )  # fmt: skip
     return signed.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def hostile_signed_mail(directory: Path) -> bytes:
+    """Mallory's mail, signed with a certificate under a 200-certificate mesh of CAs
+    certifying each other, all of which the signature carries."""
+    key, cert = MESH.issue("mallory@partner.example")
+    return signed_mail(directory, key, cert, MESH.certificates)
 
 
 @pytest.fixture
@@ -75,11 +85,16 @@ def crypto() -> Iterator[WatchedExecutor]:
 
 
 @pytest.fixture
-def gateway(smtp_sink: SmtpSink, crypto: WatchedExecutor) -> Iterator[GatewayUnderTest]:
+def certificates() -> MemoryCertificates:
+    return MemoryCertificates([people(make_ca())["dave"]])
+
+
+@pytest.fixture
+def gateway(
+    smtp_sink: SmtpSink, crypto: WatchedExecutor, certificates: MemoryCertificates
+) -> Iterator[GatewayUnderTest]:
     """Dave's inbound gateway; its pipeline does its crypto on ``crypto``."""
-    ca = make_ca()
-    settings = PipelineSettings(internal_domains=INTERNAL, trust_anchors=(ca.cert,))
-    certificates = MemoryCertificates([people(ca)["dave"]])
+    settings = PipelineSettings(internal_domains=INTERNAL, trust_anchors=(make_ca().cert,))
     pipeline = SmimePipeline(settings, certificates, executor=crypto)
     gateway = GatewayUnderTest(smtp_sink, pipeline, Metrics(INTERNAL))
     yield gateway
@@ -123,3 +138,18 @@ def test_mail_with_200_cross_certified_cas_does_not_stall_another_session(
     assert verdict == ["unknown-signer; signer=mallory@partner.example"]
     assert gateway.metrics.count("inbound", "verify-unknown-signer", "accepted") == 1
     print(f"hostile mail processed in {elapsed:.3f} s once the crypto worker was free")
+
+
+def test_a_valid_signature_carrying_the_mesh_harvests_only_its_own_path(
+    gateway: GatewayUnderTest, certificates: MemoryCertificates, smtp_sink: SmtpSink, tmp_path
+) -> None:
+    """Bob's genuine signature with the mesh stuffed in beside his CA: valid, and only Bob's
+    certificate and his CA are kept — the mesh must not become chain material."""
+    ca = make_ca()
+    bob = people(ca)["bob"]
+    mail = signed_mail(tmp_path, bob.key, bob.cert, [*MESH.certificates, ca.cert])
+    assert gateway.send("bob@partner.example", ["dave@example.org"], mail) == {}
+    [delivered] = smtp_sink.received()
+    verdict = split_message(delivered.content).get_all("X-Cmcgate-Signature")
+    assert verdict == ["valid; signer=bob@partner.example"]
+    assert [cert for cert, _ in certificates.harvested] == [bob.cert, ca.cert]
