@@ -12,16 +12,17 @@ carrying a few dozen CA certificates certified by each other would keep a core b
 hours. So one search is bounded by :class:`PathBudget` — path length, candidates looked at,
 signature checks made — and refuses with :class:`~cmc.errors.PathSearchExhausted` when the
 budget runs out. Legitimate paths are found long before: candidates are tried anchors first
-and, among equals, those whose subjectKeyIdentifier the child's authorityKeyIdentifier names;
-cheap checks (validity, CA flags) come before the signature, and one (certificate, issuer
-key) pair is verified at most once.
+and, among equals, those whose key the child's authorityKeyIdentifier names; cheap checks
+(validity, CA flags) come before the signature, and one (certificate, issuer key) pair is
+verified at most once.
 
 Not :mod:`cryptography.x509.verification`: its ``ClientVerifier`` can be configured for
 S/MIME (an ``ExtensionPolicy`` with an emailProtection EKU validator) and bounds its own
 search, but it reports every failure as one ``VerificationError`` string, while callers here
 need to tell "no path to an anchor" (an *unknown* signer) from an expired, forged or non-CA
 link (an *invalid* signature), and it applies the Web PKI profile to every certificate
-(authorityKeyIdentifier mandatory, a fixed algorithm list), which mail from older CAs fails.
+(authorityKeyIdentifier mandatory, RSA of 2048 bits or more, no Ed25519), which certificates
+from older or smaller CAs fail.
 """
 
 from __future__ import annotations
