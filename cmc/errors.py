@@ -64,6 +64,12 @@ class ChainSignatureInvalid(UntrustedSigner, SignatureInvalid):
     """A certificate on the path is not signed by the key of its issuer."""
 
 
+class PathSearchExhausted(UntrustedSigner):
+    """Path building gave up: the certificates offered need more work than one search may
+    do (:class:`cmc.chain.PathBudget`) — typically many CA certificates that certify each
+    other. No path was established, as with a plain :class:`UntrustedSigner`."""
+
+
 class ResponseMismatch(CmcError):
     """A Full PKI Response that does not answer the request we sent (RFC 5272 §6.6, §6.7)."""
 

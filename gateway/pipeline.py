@@ -8,7 +8,8 @@ Outbound (per recipient: :func:`gateway.policy.decide`, then one copy per (sign,
 group): sign with the sender's key, encrypt to the group's certificates plus the sender's own
 encryption certificate (so the sent copy stays readable), sign-then-encrypt when both, DKIM
 last when a key is configured for the envelope sender's domain.  Mail the client already
-signed is not signed again; mail it already encrypted is passed on as it is
+signed is not signed again; mail it already encrypted (its body parses as CMS EnvelopedData
+or AuthEnvelopedData; a Content-Type header saying so is not enough) is passed on as it is
 (``client-encrypted``).  Only the sender's own key signs: signing needs an internal sender.
 Certificates whose key cannot do RSA key transport count as "no certificate".
 
@@ -21,15 +22,20 @@ action ``hold`` that :class:`gateway.smtp.server.GatewayHandler` does not relay;
 relayed.
 If relaying fails after the hold, the client retries and the message may be held twice —
 a duplicate rather than a loss.  Never plaintext to a mandatory recipient:
-:func:`check_no_plaintext` refuses (451) any copy for one that is not enveloped data.
+:func:`check_no_plaintext` refuses (451) any copy for one whose body is not encrypted CMS.
 
 Inbound (one copy per internal recipient, each has its own key): enveloped mail is decrypted
 with the first of the recipient's keys that opens it (none does, or no key: delivered as it
 is, ``not-decrypted``); signed mail is verified and stamped ``X-Cmcgate-Signature`` (any such
 field from outside is removed first, also on unsigned mail); opaque signed-data is unwrapped
 to its content, clear-signed mail kept as is; of a valid signature the signer's certificate
-and CA certificates are harvested — never other end-entity certificates that came along
-(best effort: a failing harvest is logged, the mail still delivered).
+and the CA certificates of its path that came along are harvested — never other end-entity
+or CA certificates (best effort: a failing harvest is logged, the mail still delivered).
+
+CPU-heavy work — signing, encrypting, verifying (certificate path search included),
+decrypting, DKIM — runs in an executor (``executor``; the event loop's default one unless
+given), never on the SMTP front's event loop: while one message is being checked, every
+other session keeps being served.
 
 Failures: anything temporary — :class:`cmc.errors.TemporaryFailure` from a lookup (LDAP,
 CMC), a key backend/HSM error, a signing failure, a quarantine write — refuses the message
@@ -43,11 +49,13 @@ crash.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -66,6 +74,7 @@ from gateway.smtp.server import HELD, Copy, MessageRefused, Transaction
 log = logging.getLogger("cmcgate.gateway.pipeline")
 
 HOLD = HELD
+T = TypeVar("T")
 _SPOOF = re.compile(rb"(?im)^x-cmcgate-signature[ \t]*:.*(?:\r?\n[ \t].*)*\r?\n")
 
 
@@ -141,10 +150,18 @@ class SmimePipeline:
         settings: PipelineSettings,
         certificates: Certificates,
         quarantine: Quarantine | None = None,
+        *,
+        executor: Executor | None = None,
     ) -> None:
         self.settings = settings
         self.certificates = certificates
         self.quarantine = quarantine
+        self.executor = executor
+
+    async def _offload(self, func: Callable[..., T], /, *args: object, **kwargs: object) -> T:
+        """``func(*args, **kwargs)`` in the executor, off the event loop."""
+        call = functools.partial(func, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, call)
 
     async def __call__(self, transaction: Transaction) -> list[Copy]:
         try:
@@ -187,8 +204,8 @@ class SmimePipeline:
         internal_sender = self.settings.is_internal(sender)
         modes = {r: policy.resolve(sender, r) for r in recipients}
         kind = _kind(t.content)
-        if kind == "enveloped":
-            return [self._finish(t, recipients, t.content, ["client-encrypted"])], []
+        if await self._offload(smime.is_encrypted, t.content):  # the CMS decides, not a header
+            return [await self._finish(t, recipients, t.content, ["client-encrypted"])], []
         wants_sign = any(m[0] is not SignMode.NEVER for m in modes.values())
         identity = None
         signed = kind in ("signed", "opaque-signed")
@@ -220,7 +237,8 @@ class SmimePipeline:
             content, actions = t.content, []
             sign = sign and identity is not None and not signed
             try:
-                content = self._protect(
+                content = await self._offload(
+                    self._protect,
                     content,
                     identity if sign else None,
                     [certs[r] for r in members] if encrypt else [],
@@ -230,9 +248,9 @@ class SmimePipeline:
                 raise _reply(554, "5.6.0", f"malformed message cannot be protected: {exc}") from exc
             actions += ["sign"] if sign else []
             actions += ["encrypt"] if encrypt else []
-            copies.append(self._finish(t, members, content, actions or ["pass"]))
+            copies.append(await self._finish(t, members, content, actions or ["pass"]))
         mandatory = {r for r in recipients if modes[r][1] is EncryptMode.MANDATORY}
-        check_no_plaintext(copies, mandatory)
+        await self._offload(check_no_plaintext, copies, mandatory)
         return copies, [d for d in decisions if d.outcome is Outcome.HOLD]
 
     def _protect(
@@ -263,14 +281,14 @@ class SmimePipeline:
             )
         return content
 
-    def _finish(
+    async def _finish(
         self, t: Transaction, recipients: Sequence[str], content: bytes, actions: list[str]
     ) -> Copy:
         """DKIM last, over exactly what leaves."""
         key = self.settings.dkim_key(t.sender)
         if key is not None:
             try:
-                content = dkim.sign(content, key)
+                content = await self._offload(dkim.sign, content, key)
                 actions = [*actions, "dkim"]
             except dkim.DkimError as exc:
                 log.warning("queue_id=%s not DKIM-signed: %s", t.queue_id, exc)
@@ -328,7 +346,8 @@ class SmimePipeline:
                 smime.strip_signature_headers(content), *([] if len(actions) > 1 else ["pass"])
             )
         try:
-            result = smime.verify(
+            result = await self._offload(
+                smime.verify,
                 content,
                 trust_anchors=self.settings.trust_anchors,
                 intermediates=self.settings.intermediates,
@@ -336,9 +355,11 @@ class SmimePipeline:
         except smime.SmimeError as exc:
             result = smime.VerificationResult("invalid", None, None, (), b"", str(exc))
         if result.status == "valid" and result.signer_cert is not None:
-            # Only the verified signer and CA certificates: other end-entity certificates
-            # stuffed into a valid signature must not become somebody's encryption key.
-            cas = [c for c in result.certificates if is_ca(c)]
+            # Only the verified signer and the CA certificates on its path: other end-entity
+            # certificates stuffed into a valid signature must not become somebody's
+            # encryption key, nor other CA certificates chain material for every later search.
+            carried = set(result.certificates)
+            cas = [c for c in result.path[1:] if is_ca(c) and c in carried]
             try:
                 await self.certificates.harvest([result.signer_cert, *cas], "smime")
             except Exception as exc:  # noqa: BLE001 - best effort, the mail must still go
@@ -350,7 +371,7 @@ class SmimePipeline:
     async def _decrypt(self, content: bytes, recipient: str) -> bytes | None:
         for candidate in await self.certificates.decryption_keys(recipient):
             try:
-                return smime.decrypt(content, candidate.key, candidate.cert)
+                return await self._offload(smime.decrypt, content, candidate.key, candidate.cert)
             except (smime.DecryptionFailed, KeyDecryptionFailed):
                 continue
         return None
@@ -380,12 +401,13 @@ def _refuse_if_needed(decisions: Sequence[Decision]) -> None:
 
 
 def check_no_plaintext(copies: Sequence[Copy], mandatory: set[str]) -> None:
-    """Refuse (451) if a copy for a mandatory-encryption recipient is not enveloped data."""
+    """Refuse (451) if a copy for a mandatory-encryption recipient is not encrypted: its body
+    must parse as CMS EnvelopedData or AuthEnvelopedData (:mod:`gateway.smime.encrypted`)."""
     for copy in copies:
         if not mandatory.intersection(copy.recipients) or HOLD in copy.actions:
             continue
         encrypted = {"encrypt", "client-encrypted"}.intersection(copy.actions)
-        if not encrypted or _kind(copy.content) != "enveloped":
+        if not encrypted or not smime.is_encrypted(copy.content):
             log.error("refusing plaintext for mandatory recipients %s", copy.recipients)
             raise _reply(451, "4.3.0", "internal error: refusing to send plaintext")
 

@@ -10,8 +10,9 @@ Verdicts (:class:`VerificationResult.status`), checked in this order:
     ``invalid`` (with ``reason`` saying so), not a separate status: a correct signature by
     somebody else must not be shown as the sender's.
 ``unknown-signer``
-    the signature is intact but there is no path from the signer to ``trust_anchors``, or
-    the signer certificate is not in the message.
+    the signature is intact but there is no path from the signer to ``trust_anchors`` (or
+    the bounded path search of :mod:`cmc.chain` gave up looking for one), or the signer
+    certificate is not in the message.
 ``valid``
     everything above passed.
 
@@ -62,6 +63,8 @@ class VerificationResult:
     content_bytes: bytes
     reason: str = ""
     signing_time: datetime | None = None
+    #: the certificate path found, ``[signer, ..., anchor]`` (empty when none was)
+    path: tuple[x509.Certificate, ...] = ()
 
 
 def smime_kind(message: bytes) -> Kind:
@@ -213,8 +216,12 @@ def _judge(
     signer = signed.signer_certificate
     certs = signed.certificates
 
+    path: list[x509.Certificate] = []
+
     def result(status: Status, reason: str, email_: str | None = None) -> VerificationResult:
-        return VerificationResult(status, email_, signer, certs, body, reason, signed.signing_time)
+        return VerificationResult(
+            status, email_, signer, certs, body, reason, signed.signing_time, tuple(path)
+        )
 
     if signer is None:
         return result("unknown-signer", "signer certificate not in the message")
@@ -223,13 +230,15 @@ def _judge(
     try:
         path = cms.verify_chain(
             signer,
-            [*certs, *intermediates],
+            [*intermediates, *certs],  # the configured ones first: a path search is bounded
             anchors,
             at=at,
             required_eku=ExtendedKeyUsageOID.EMAIL_PROTECTION,
         )
     except cmc_errors.UntrustedSigner as exc:
-        status: Status = "unknown-signer" if type(exc) is cmc_errors.UntrustedSigner else "invalid"
+        # No path found (also when the search gave up): unknown; a broken link: invalid.
+        no_path = type(exc) in (cmc_errors.UntrustedSigner, cmc_errors.PathSearchExhausted)
+        status: Status = "unknown-signer" if no_path else "invalid"
         return result(status, f"certificate: {exc}", first)
     except cmc_errors.CmcError as exc:
         return result("unknown-signer", f"certificate: {exc}", first)
