@@ -66,7 +66,7 @@ class ChainSignatureInvalid(UntrustedSigner, SignatureInvalid):
 
 class PathSearchExhausted(UntrustedSigner):
     """Path building gave up: the certificates offered need more work than one search may
-    do (:class:`cmc.chain.PathBudget`) — typically many CA certificates that certify each
+    do (:class:`cmc.messages.chain.PathBudget`) — typically many CA certificates that certify each
     other. No path was established, as with a plain :class:`UntrustedSigner`."""
 
 

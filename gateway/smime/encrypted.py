@@ -25,7 +25,7 @@ from typing import Any, Literal
 from asn1crypto import cms as asn1_cms
 from asn1crypto import core
 
-from cmc.der import DECODE_ERRORS
+from cmc.asn1.der import DECODE_ERRORS
 from gateway.smime import mime
 from gateway.smime.errors import MalformedMessage
 

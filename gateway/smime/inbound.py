@@ -11,7 +11,7 @@ Verdicts (:class:`VerificationResult.status`), checked in this order:
     somebody else must not be shown as the sender's.
 ``unknown-signer``
     the signature is intact but there is no path from the signer to ``trust_anchors`` (or
-    the bounded path search of :mod:`cmc.chain` gave up looking for one), or the signer
+    the bounded path search of :mod:`cmc.messages.chain` gave up looking for one), or the signer
     certificate is not in the message.
 ``valid``
     everything above passed.

@@ -10,9 +10,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from cmc.chain import MAX_CANDIDATES, MAX_SIGNATURE_CHECKS, PathBudget
-from cmc.cms import verify_chain
 from cmc.errors import PathSearchExhausted, UntrustedSigner
+from cmc.messages.chain import MAX_CANDIDATES, MAX_SIGNATURE_CHECKS, PathBudget
+from cmc.messages.cms import verify_chain
 from tests.cmc.conftest import NOW, PkiFixture
 from tests.cmc.cross_certified import cross_certified
 

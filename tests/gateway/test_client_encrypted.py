@@ -14,8 +14,8 @@ from gateway.devservices import SmtpSink
 from gateway.metrics import Metrics
 from gateway.pipeline import PipelineSettings, SmimePipeline, check_no_plaintext
 from gateway.policy import MissingAction
-from gateway.server import Copy, MessageRefused
 from gateway.smime import encrypted_kind
+from gateway.smtp.server import Copy, MessageRefused
 from tests.gateway.certs import make_ca, openssl
 from tests.gateway.test_end_to_end_smime import (
     INTERNAL,
