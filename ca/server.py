@@ -29,6 +29,7 @@ import re
 import signal
 import ssl
 import threading
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -123,6 +124,8 @@ class CaService:
         self.https_port = 0
         self.http_port = 0
         self._scheduler: Any = None
+        #: files answered from /crl and /certs, by path (200s only)
+        self.served: Counter[str] = Counter()
 
     # -- the CA and its reload ------------------------------------------------------------
     def _open(self) -> CmcService:
@@ -227,6 +230,7 @@ class CaService:
             data = await asyncio.get_running_loop().run_in_executor(self._pool, path.read_bytes)
         except OSError:
             raise web.HTTPNotFound(text="not found\n") from None
+        self.served[request.path] += 1
         return web.Response(body=data, headers={"Content-Type": media})
 
     def _app(self, *, cmc: bool) -> web.Application:

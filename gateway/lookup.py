@@ -13,12 +13,12 @@
    ``notAfter``), are used only if: the address is one of their rfc822Name SANs; they can
    encrypt (emailProtection, keyEncipherment, an RSA key — cryptography's envelope does RSA
    key transport only); :func:`cmc.cms.verify_chain` finds a path to a trust anchor valid now;
-   neither the store nor the CRL (:class:`gateway.revocation.CrlChecker`) says revoked. An
-   unreachable CRL means status *unknown* and the certificate **is** used (CipherMail's
-   default; a recipient is better served by encryption to a possibly revoked certificate than
-   by none). The first that passes is returned, cached in memory and — behind the answer, in
-   one writer thread (:meth:`RecipientLookup.flush` waits for it) — added to the store with
-   source ``ldap`` and its revocation status.
+   neither the store nor the CRL (:class:`gateway.revocation_policy.RevocationPolicy`) says
+   revoked. An unreachable CRL means status *unknown*: with ``revocationCheck=soft`` (the
+   default, CipherMail's) the certificate **is** used, with ``hard`` the lookup is a
+   temporary failure. The first that passes is returned, cached in memory and — behind the
+   answer, in one writer thread (:meth:`RecipientLookup.flush` waits for it) — added to the
+   store with source ``ldap`` and its revocation status.
 
 Nothing usable in any directory → the address is remembered as missing for ``negative_ttl``
 (memory, and the store's table): later lookups do not ask LDAP. A directory that cannot be
@@ -51,10 +51,11 @@ from cmc import errors as cmc_errors
 from cmc.cms import verify_chain
 from cmc.errors import TemporaryFailure
 from config.errors import CmcgateError
-from config.model import LdapDirectory
+from config.model import LdapDirectory, RevocationCheck
 from gateway.lookup_ldap import DirectoryClient, DirectoryUnavailable
 from gateway.pipeline import Certificates, DecryptionKey, SigningIdentity
 from gateway.revocation import CrlChecker
+from gateway.revocation_policy import RevocationPolicy
 from gateway.store import CertStore
 from gateway.store_models import (
     ENCRYPTION_ALGORITHMS,
@@ -86,7 +87,7 @@ class RecipientLookup:
         negative_ttl: timedelta,
         intermediates: Sequence[x509.Certificate] = (),
         clock: Callable[[], datetime] | None = None,
-        revocation: CrlChecker | None = None,
+        revocation: RevocationPolicy | CrlChecker | None = None,
         expiry_margin: timedelta = timedelta(days=1),
         recheck: timedelta = timedelta(minutes=5),
         pool_size: int = 4,
@@ -101,7 +102,9 @@ class RecipientLookup:
         self.recheck = recheck
         self.max_entries = max_entries
         self._clock = clock or (lambda: datetime.now(UTC))
-        self.revocation = revocation or CrlChecker(clock=self._clock)
+        if not isinstance(revocation, RevocationPolicy):
+            revocation = RevocationPolicy(RevocationCheck.SOFT, revocation, clock=self._clock)
+        self.revocation = revocation
         self._positive: dict[str, tuple[x509.Certificate, datetime]] = {}
         self._negative: dict[str, datetime] = {}
         self._inflight: dict[str, asyncio.Future[x509.Certificate | None]] = {}
@@ -288,7 +291,8 @@ class RecipientLookup:
             )  # fmt: skip
         except cmc_errors.CmcError as exc:
             return f"untrusted: {exc}", unknown
-        status = self.revocation.status(cert, path[1] if len(path) > 1 else cert)
+        # hard mode, CRL unavailable: RevocationUnavailable (a TemporaryFailure) goes up
+        status = self.revocation.check(cert, path[1] if len(path) > 1 else cert)
         if status is RevocationStatus.REVOKED:
             return "revoked (CRL)", status
         return None, status

@@ -24,8 +24,9 @@ a duplicate rather than a loss.  Never plaintext to a mandatory recipient:
 
 Inbound (one copy per internal recipient, each has its own key): enveloped mail is decrypted
 with the first of the recipient's keys that opens it (none does, or no key: delivered as it
-is, ``not-decrypted``); signed mail is verified and stamped ``X-Cmcgate-Signature`` (any such
-field from outside is removed first, also on unsigned mail); opaque signed-data is unwrapped
+is, ``not-decrypted``); signed mail is verified (signers CRL-checked when ``is_revoked`` is
+given: a revoked signer is ``invalid``) and stamped ``X-Cmcgate-Signature`` (any such field
+from outside is removed first, also on unsigned mail); opaque signed-data is unwrapped
 to its content, clear-signed mail kept as is; of a valid signature the signer's certificate
 and CA certificates are harvested — never other end-entity certificates that came along
 (best effort: a failing harvest is logged, the mail still delivered).
@@ -42,9 +43,10 @@ crash.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -65,6 +67,8 @@ from gateway.smime.sign import SignKey
 log = logging.getLogger("cmcgate.gateway.pipeline")
 
 HOLD = HELD
+#: ``is_revoked(cert, issuer)``: True revoked, False good, None unknown
+IsRevoked = Callable[[x509.Certificate, x509.Certificate], bool | None]
 _SPOOF = re.compile(rb"(?im)^x-cmcgate-signature[ \t]*:.*(?:\r?\n[ \t].*)*\r?\n")
 
 
@@ -140,10 +144,15 @@ class SmimePipeline:
         settings: PipelineSettings,
         certificates: Certificates,
         quarantine: Quarantine | None = None,
+        *,
+        is_revoked: IsRevoked | None = None,
     ) -> None:
         self.settings = settings
         self.certificates = certificates
         self.quarantine = quarantine
+        #: CRL check of inbound signers (gateway.revocation_policy); may block: verification
+        #: then runs in a worker thread
+        self.is_revoked = is_revoked
 
     async def __call__(self, transaction: Transaction) -> list[Copy]:
         try:
@@ -326,12 +335,15 @@ class SmimePipeline:
             return done(
                 smime.strip_signature_headers(content), *([] if len(actions) > 1 else ["pass"])
             )
-        try:
-            result = smime.verify(
-                content,
-                trust_anchors=self.settings.trust_anchors,
-                intermediates=self.settings.intermediates,
-            )
+        verify = functools.partial(
+            smime.verify,
+            content,
+            trust_anchors=self.settings.trust_anchors,
+            intermediates=self.settings.intermediates,
+            is_revoked=self.is_revoked,
+        )
+        try:  # a TemporaryFailure (revocationCheck=hard, CRL unavailable) goes up: 451
+            result = verify() if self.is_revoked is None else await asyncio.to_thread(verify)
         except smime.SmimeError as exc:
             result = smime.VerificationResult("invalid", None, None, (), b"", str(exc))
         if result.status == "valid" and result.signer_cert is not None:
