@@ -156,6 +156,10 @@ class CrlChecker:
         status = RevocationStatus.GOOD if current else RevocationStatus.UNKNOWN
         return CrlResult(status, urls, tuple(failures), until if urls else None)
 
+    def wait_for_refreshes(self) -> None:
+        """Wait until the background refreshes started so far are done."""
+        self._background.submit(lambda: None).result()
+
     def clear(self) -> None:
         """Forget the CRLs held in memory (files in ``cache_dir`` stay)."""
         with self._lock:
