@@ -83,6 +83,15 @@ class RevocationPolicy:
         self._verdicts: dict[str, tuple[RevocationStatus, datetime | None]] = {}
         self._lock = threading.Lock()
 
+    def reconfigure(self, mode: RevocationCheck, issuers: Sequence[x509.Certificate]) -> None:
+        """A reloaded configuration: a new mode forgets the verdicts (``soft`` let through
+        what ``hard`` must not)."""
+        with self._lock:
+            if mode is not self.mode:
+                self._verdicts.clear()
+            self.mode = mode
+            self.issuers = tuple(issuers)
+
     def remembered(self, cert: x509.Certificate) -> RevocationStatus | None:
         """The verdict still held in memory for ``cert`` (no I/O), None when there is none."""
         if self.mode is RevocationCheck.OFF:

@@ -204,8 +204,7 @@ class Broker:
 
     def pipeline(self, config: Config, quarantine: Quarantine | None) -> SmimePipeline:
         """The pipeline over this broker's certificates, for ``config`` (start and reload)."""
-        self.revocation.mode = config.gateway.revocation_check
-        self.revocation.issuers = trust_anchors(config)
+        self.revocation.reconfigure(config.gateway.revocation_check, trust_anchors(config))
         check = None if self.revocation.mode is RevocationCheck.OFF else self.revocation.is_revoked
         return SmimePipeline(
             pipeline_settings(config), self.certificates, quarantine=quarantine, is_revoked=check
