@@ -6,17 +6,15 @@ several CA processes without shared state (RFC 5280 §5.2.3 only requires it to 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from ca.profiles.builder import signature_hash_for
 from ca.store.model import RevokedEntry
+from config.files import write_atomically as write_atomically  # shared with the gateway
 
 
 def build_crl(
@@ -53,19 +51,3 @@ def build_crl(
             )
         builder = builder.add_revoked_certificate(revoked.build())
     return builder.sign(key, signature_hash_for(issuer.public_key()))  # type: ignore[arg-type]
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` so that readers see the old or the new file, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

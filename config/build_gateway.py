@@ -17,6 +17,7 @@ from config.model import (
     LookupSettings,
     NextHopTls,
     PublishSettings,
+    RevocationCheck,
     StoreSettings,
 )
 from config.source import Props
@@ -102,6 +103,14 @@ def build_gateway(p: Props) -> GatewaySettings:
         state_dir=p.get_path(G + "stateDir") or Path("/var/lib/cmcgate/state"),
         trusted_roots=p.get_paths(G + "trustedRoots"),
         workers=p.get(G + "workers", lambda v: parse_int(v, minimum=1, maximum=64), 1),
+        revocation_check=p.get(
+            G + "revocationCheck",
+            lambda v: RevocationCheck(parse_choice(v, RevocationCheck)),
+            RevocationCheck.SOFT,
+        ),
+        revocation_timeout=p.get(
+            G + "revocationTimeout", lambda v: parse_seconds(v, maximum=300), 5.0
+        ),
     )
 
 

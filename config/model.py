@@ -114,6 +114,14 @@ class PkiConnection:
         )
 
 
+class RevocationCheck(enum.StrEnum):
+    """What an unreachable CRL means (``cmcgate.gateway.revocationCheck``)."""
+
+    SOFT = "soft"  # use the certificate, log a warning
+    HARD = "hard"  # temporary failure (4xx) for mail that needs the certificate
+    OFF = "off"  # no CRL is fetched
+
+
 class NextHopTls(enum.StrEnum):
     OPPORTUNISTIC = "opportunistic"  # STARTTLS when offered
     REQUIRED = "required"  # no STARTTLS, no delivery
@@ -141,6 +149,9 @@ class GatewaySettings:
     trusted_roots: tuple[Path, ...] = ()
     #: SMTP worker processes sharing the listen port (SO_REUSEPORT); 1 = one process
     workers: int = 1
+    #: CRL checks of recipients' and signers' certificates (gateway.certs.revocation_policy)
+    revocation_check: RevocationCheck = RevocationCheck.SOFT
+    revocation_timeout: float = 5.0
 
     def is_internal(self, address: str) -> bool:
         domain = address.rpartition("@")[2].lower()

@@ -76,6 +76,8 @@ def effective(config: Config) -> dict[str, Any]:
         "authUsersFile": _opt(gateway.auth_users_file),
         "authenticatedMayRelay": gateway.authenticated_may_relay,
         "workers": gateway.workers,
+        "revocationCheck": gateway.revocation_check.value,
+        "revocationTimeout": gateway.revocation_timeout,
     }
     policy = config.policy
     data["policy"] = {

@@ -26,8 +26,9 @@ a duplicate rather than a loss.  Never plaintext to a mandatory recipient:
 
 Inbound (one copy per internal recipient, each has its own key): enveloped mail is decrypted
 with the first of the recipient's keys that opens it (none does, or no key: delivered as it
-is, ``not-decrypted``); signed mail is verified and stamped ``X-Cmcgate-Signature`` (any such
-field from outside is removed first, also on unsigned mail); opaque signed-data is unwrapped
+is, ``not-decrypted``); signed mail is verified (signers CRL-checked when ``is_revoked`` is
+given: a revoked signer is ``invalid``) and stamped ``X-Cmcgate-Signature`` (any such field
+from outside is removed first, also on unsigned mail); opaque signed-data is unwrapped
 to its content, clear-signed mail kept as is; of a valid signature the signer's certificate
 and the CA certificates of its path that came along are harvested — never other end-entity
 or CA certificates (best effort: a failing harvest is logged, the mail still delivered).
@@ -75,6 +76,8 @@ log = logging.getLogger("cmcgate.gateway.pipeline")
 
 HOLD = HELD
 T = TypeVar("T")
+#: ``is_revoked(cert, issuer)``: True revoked, False good, None unknown
+IsRevoked = Callable[[x509.Certificate, x509.Certificate], bool | None]
 _SPOOF = re.compile(rb"(?im)^x-cmcgate-signature[ \t]*:.*(?:\r?\n[ \t].*)*\r?\n")
 
 
@@ -152,11 +155,15 @@ class SmimePipeline:
         quarantine: Quarantine | None = None,
         *,
         executor: Executor | None = None,
+        is_revoked: IsRevoked | None = None,
     ) -> None:
         self.settings = settings
         self.certificates = certificates
         self.quarantine = quarantine
         self.executor = executor
+        #: CRL check of inbound signers (gateway.certs.revocation_policy); may block, like all
+        #: verification it runs in the executor
+        self.is_revoked = is_revoked
 
     async def _offload(self, func: Callable[..., T], /, *args: object, **kwargs: object) -> T:
         """``func(*args, **kwargs)`` in the executor, off the event loop."""
@@ -345,12 +352,13 @@ class SmimePipeline:
             return done(
                 smime.strip_signature_headers(content), *([] if len(actions) > 1 else ["pass"])
             )
-        try:
+        try:  # a TemporaryFailure (revocationCheck=hard, CRL unavailable) goes up: 451
             result = await self._offload(
                 smime.verify,
                 content,
                 trust_anchors=self.settings.trust_anchors,
                 intermediates=self.settings.intermediates,
+                is_revoked=self.is_revoked,
             )
         except smime.SmimeError as exc:
             result = smime.VerificationResult("invalid", None, None, (), b"", str(exc))

@@ -67,11 +67,12 @@ def partner_identity(
 ) -> tuple[x509.Certificate, rsa.RSAPrivateKey, x509.Certificate]:
     """Bob's certificate from his own organisation's CA (an external PKI, software keys); the
     partner CA's (empty) CRL is written to ``crl_path``, served at ``crl_url``."""
-    from ca.crl import build_crl, write_atomically
+    from ca.crl import build_crl
     from ca.hierarchy import build_root_ca, ca_name
     from ca.profiles.builder import build_tbs
     from ca.profiles.types import CaEndpoints, IssuanceRequest, Organization
     from ca.settings.types import Profile
+    from config.files import write_atomically
 
     ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     root = build_root_ca(ca_key, ca_name("Partner Example CA", "Partner Example", "DE"), now=now)

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Install the Debian packages cmcgate's tests and demo run for real, when any is missing.
 # Idempotent and quick when everything is present (one dpkg-query).
+# python3-venv: scripts/bootstrap-venv.sh falls back to /usr/bin/python3 (Debian 12: 3.11)
+# when there is no pyenv; its venv needs ensurepip. Nothing is compiled (every dependency,
+# python-pkcs11 included, has cp311 manylinux wheels), so no python3-dev or compiler.
 set -euo pipefail
-packages=(softhsm2 opensc slapd ldap-utils openssl)
+packages=(softhsm2 opensc slapd ldap-utils openssl python3-venv)
 missing=()
 for pkg in "${packages[@]}"; do
     status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)

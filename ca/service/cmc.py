@@ -81,6 +81,24 @@ def _media_type(content_type: str | None) -> str:
     return (content_type or "").split(";")[0].strip().lower()
 
 
+def decode_get_message(value: str) -> bytes:
+    """The DER of a GET request's ``message`` value: base64 (RFC 4648 §4, as
+    :func:`cmc.transport.codec.get_request_url` sends it, or §5 URL-safe), already
+    percent-decoded by the web layer. A ``+`` that arrived unencoded and was read as a space
+    is put back. Raises ``ValueError`` when it is not base64."""
+    text = "".join(value.replace(" ", "+").split())
+    if "-" in text or "_" in text:
+        text = text.replace("-", "+").replace("_", "/")
+    text += "=" * (-len(text) % 4)
+    try:
+        der = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"the message parameter is not base64: {exc}") from None
+    if not der:
+        raise ValueError("the message parameter is empty")
+    return der
+
+
 def decode_body(body: bytes, transfer_encoding: str | None) -> bytes:
     """DER as sent, or base64 (Totemo's ``encodeRequestBase64=true``) decoded."""
     stripped = body.strip()
@@ -119,9 +137,12 @@ class CmcService:
         client_cert: x509.Certificate | None,
         *,
         transfer_encoding: str | None = None,
+        typed_by_content: bool = False,
     ) -> CmcReply:
+        """``typed_by_content``: the request came without a Content-Type (GET ``?message=``);
+        :func:`parse_request` tells a Full PKI Request from a PKCS#10 one by its content."""
         media = _media_type(content_type)
-        if media not in _FULL_TYPES | _SIMPLE_TYPES:
+        if not typed_by_content and media not in _FULL_TYPES | _SIMPLE_TYPES:
             return CmcReply.text(
                 415, "send application/pkcs7-mime (Full PKI Request) or application/pkcs10"
             )

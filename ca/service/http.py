@@ -8,6 +8,10 @@ the infrastructure CA:
 * ``POST /ws/cmc?account=ID&product=ID[&validity=1y]`` — the SwissSign/Totemo URL shape;
 * ``POST /cmc[?product=ID]`` — RFC 5273's plain path: the account is the client
   certificate's, the product the account's only one unless named;
+* ``GET`` on either path with ``&message=BASE64`` — the same request as base64 of its DER in
+  the query, as the gateway's client sends it with ``requestType=GET``; same client
+  certificate check, same answer as POST (400 when ``message`` is missing, repeated or not
+  base64);
 * ``GET /crl/NAME.crl``, ``GET /certs/NAME.cer`` — also served here.
 
 Plain HTTP (``--http-listen``, default ``ca.listen`` of ca.yaml) serves only ``/crl`` and
@@ -25,6 +29,7 @@ import re
 import signal
 import ssl
 import threading
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,7 +43,7 @@ from cryptography.hazmat.primitives import serialization
 
 from ca.authority import CertificateAuthority
 from ca.service.certs import ServiceMaterial, ensure_service_material, write_infra_crl
-from ca.service.cmc import MAX_BODY, CmcService, Query
+from ca.service.cmc import MAX_BODY, CmcService, Query, decode_get_message
 from config.errors import CmcgateError
 
 log = logging.getLogger(__name__)
@@ -46,6 +51,10 @@ log = logging.getLogger(__name__)
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
 SHUTDOWN_TIMEOUT = 30.0
 CRL_REFRESH_SECONDS = 3600
+#: the query parameter of a GET request (:attr:`cmc.transport.http.TransportSettings.get_parameter`)
+GET_PARAMETER = "message"
+#: HTTP request line limit: a GET carries the whole PKI Request, base64 and percent-encoded
+MAX_REQUEST_LINE = 64 * 1024
 
 
 class ServeError(CmcgateError):
@@ -115,6 +124,8 @@ class CaService:
         self.https_port = 0
         self.http_port = 0
         self._scheduler: Any = None
+        #: files answered from /crl and /certs, by path (200s only)
+        self.served: Counter[str] = Counter()
 
     # -- the CA and its reload ------------------------------------------------------------
     def _open(self) -> CmcService:
@@ -151,6 +162,37 @@ class CaService:
     # -- HTTP handlers ------------------------------------------------------------------------
     async def _cmc(self, request: web.Request) -> web.Response:
         body = await request.read()
+        return await self._answer(
+            request,
+            body,
+            request.headers.get("Content-Type"),
+            transfer_encoding=request.headers.get("Content-Transfer-Encoding"),
+        )
+
+    async def _cmc_get(self, request: web.Request) -> web.Response:
+        """RFC 5273 §3 GET: the request as base64 in ``?message=`` (what
+        :class:`cmc.transport.http.CmcTransport` sends with ``requestType=GET``)."""
+        values = request.query.getall(GET_PARAMETER, [])
+        if len(values) != 1:
+            return web.Response(
+                status=400,
+                text=f"send one PKI Request as base64 in ?{GET_PARAMETER}= (or POST it)\n",
+            )
+        try:
+            der = decode_get_message(values[0])
+        except ValueError as exc:
+            return web.Response(status=400, text=f"{exc}\n")
+        return await self._answer(request, der, None, typed_by_content=True)
+
+    async def _answer(
+        self,
+        request: web.Request,
+        body: bytes,
+        content_type: str | None,
+        *,
+        transfer_encoding: str | None = None,
+        typed_by_content: bool = False,
+    ) -> web.Response:
         service = self._service
         assert service is not None
         query = Query(
@@ -164,10 +206,11 @@ class CaService:
             self._pool,
             lambda: service.handle(
                 body,
-                request.headers.get("Content-Type"),
+                content_type,
                 query,
                 _peer_certificate(request),
-                transfer_encoding=request.headers.get("Content-Transfer-Encoding"),
+                transfer_encoding=transfer_encoding,
+                typed_by_content=typed_by_content,
             ),
         )
         return web.Response(
@@ -187,14 +230,16 @@ class CaService:
             data = await asyncio.get_running_loop().run_in_executor(self._pool, path.read_bytes)
         except OSError:
             raise web.HTTPNotFound(text="not found\n") from None
+        self.served[request.path] += 1
         return web.Response(body=data, headers={"Content-Type": media})
 
     def _app(self, *, cmc: bool) -> web.Application:
         app = web.Application(middlewares=[_no_traces], client_max_size=MAX_BODY + 4096)
         app.router.add_get(r"/{folder:crl|certs}/{name}", self._file)
         if cmc:
-            app.router.add_post("/ws/cmc", self._cmc)
-            app.router.add_post("/cmc", self._cmc)
+            for path in ("/ws/cmc", "/cmc"):
+                app.router.add_post(path, self._cmc)
+                app.router.add_get(path, self._cmc_get, allow_head=False)
         return app
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -206,8 +251,9 @@ class CaService:
             self.http = (settings.listen_host, settings.listen_port)
         for cmc, (host, port) in ((True, self.https), (False, self.http)):
             runner = web.AppRunner(
-                self._app(cmc=cmc), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
-            )
+                self._app(cmc=cmc), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT,
+                max_line_size=MAX_REQUEST_LINE,  # a GET request carries the CMC message
+            )  # fmt: skip
             await runner.setup()
             context = server_context(self.material) if cmc else None
             site = web.TCPSite(runner, host, port, ssl_context=context)

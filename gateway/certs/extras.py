@@ -69,8 +69,12 @@ class ChainCertificates(SessionScope):
     def chain_for(self, record: CertificateRecord) -> list[x509.Certificate]:
         """The stored CA certificates above ``record``, issuer first, up to a self-signed
         one or a missing link. Of several candidates, the one that verifies and expires last."""
+        return self.chain_above(record.certificate)
+
+    def chain_above(self, cert: x509.Certificate) -> list[x509.Certificate]:
+        """:meth:`chain_for` of a certificate that need not be in the store."""
         chain: list[x509.Certificate] = []
-        current = record.certificate
+        current = cert
         with self._session() as s:
             for _ in range(MAX_CHAIN_DEPTH):
                 rows = s.scalars(

@@ -14,12 +14,12 @@
    encrypt (emailProtection, keyEncipherment, an RSA key — cryptography's envelope does RSA
    key transport only); :func:`cmc.messages.cms.verify_chain` finds a path to a trust anchor valid
    now;
-   neither the store nor the CRL (:class:`gateway.certs.revocation.CrlChecker`) says revoked. An
-   unreachable CRL means status *unknown* and the certificate **is** used (CipherMail's
-   default; a recipient is better served by encryption to a possibly revoked certificate than
-   by none). The first that passes is returned, cached in memory and — behind the answer, in
-   one writer thread (:meth:`RecipientLookup.flush` waits for it) — added to the store with
-   source ``ldap`` and its revocation status.
+   neither the store nor the CRL (:class:`gateway.certs.revocation_policy.RevocationPolicy`) says
+   revoked. An unreachable CRL means status *unknown*: with ``revocationCheck=soft`` (the
+   default, CipherMail's) the certificate **is** used, with ``hard`` the lookup is a
+   temporary failure. The first that passes is returned, cached in memory and — behind the
+   answer, in one writer thread (:meth:`RecipientLookup.flush` waits for it) — added to the
+   store with source ``ldap`` and its revocation status.
 
 Nothing usable in any directory → the address is remembered as missing for ``negative_ttl``
 (memory, and the store's table): later lookups do not ask LDAP. A directory that cannot be
@@ -52,7 +52,7 @@ from cmc import errors as cmc_errors
 from cmc.errors import TemporaryFailure
 from cmc.messages.cms import verify_chain
 from config.errors import CmcgateError
-from config.model import LdapDirectory
+from config.model import LdapDirectory, RevocationCheck
 from gateway.certs.ldap import DirectoryClient, DirectoryUnavailable
 from gateway.certs.models import (
     ENCRYPTION_ALGORITHMS,
@@ -64,6 +64,7 @@ from gateway.certs.models import (
     normalise_email,
 )
 from gateway.certs.revocation import CrlChecker
+from gateway.certs.revocation_policy import RevocationPolicy
 from gateway.certs.store import CertStore
 from gateway.pipeline import Certificates, DecryptionKey, SigningIdentity
 
@@ -87,7 +88,7 @@ class RecipientLookup:
         negative_ttl: timedelta,
         intermediates: Sequence[x509.Certificate] = (),
         clock: Callable[[], datetime] | None = None,
-        revocation: CrlChecker | None = None,
+        revocation: RevocationPolicy | CrlChecker | None = None,
         expiry_margin: timedelta = timedelta(days=1),
         recheck: timedelta = timedelta(minutes=5),
         pool_size: int = 4,
@@ -102,7 +103,9 @@ class RecipientLookup:
         self.recheck = recheck
         self.max_entries = max_entries
         self._clock = clock or (lambda: datetime.now(UTC))
-        self.revocation = revocation or CrlChecker(clock=self._clock)
+        if not isinstance(revocation, RevocationPolicy):
+            revocation = RevocationPolicy(RevocationCheck.SOFT, revocation, clock=self._clock)
+        self.revocation = revocation
         self._positive: dict[str, tuple[x509.Certificate, datetime]] = {}
         self._negative: dict[str, datetime] = {}
         self._inflight: dict[str, asyncio.Future[x509.Certificate | None]] = {}
@@ -289,7 +292,8 @@ class RecipientLookup:
             )  # fmt: skip
         except cmc_errors.CmcError as exc:
             return f"untrusted: {exc}", unknown
-        status = self.revocation.status(cert, path[1] if len(path) > 1 else cert)
+        # hard mode, CRL unavailable: RevocationUnavailable (a TemporaryFailure) goes up
+        status = self.revocation.check(cert, path[1] if len(path) > 1 else cert)
         if status is RevocationStatus.REVOKED:
             return "revoked (CRL)", status
         return None, status

@@ -151,9 +151,13 @@ def verify(
     trust_anchors: Sequence[x509.Certificate],
     intermediates: Sequence[x509.Certificate] = (),
     at: datetime | None = None,
-    is_revoked: Callable[[x509.Certificate], bool | None] | None = None,
+    is_revoked: Callable[[x509.Certificate, x509.Certificate], bool | None] | None = None,
 ) -> VerificationResult:
-    """Verify a ``multipart/signed`` or opaque signed-data message (see module doc)."""
+    """Verify a ``multipart/signed`` or opaque signed-data message (see module doc).
+
+    ``is_revoked(cert, issuer)`` is asked for the signer and each CA certificate below the
+    trust anchor on its path: True (revoked: ``invalid``), False, or None (unknown: noted in
+    the reason). Whatever it raises (e.g. a temporary failure) goes to the caller."""
     entity = mime.split_message(message)
     kind = _kind(entity)
     if kind == "signed":
@@ -211,7 +215,7 @@ def _judge(
     anchors: Sequence[x509.Certificate],
     intermediates: Sequence[x509.Certificate],
     at: datetime | None,
-    is_revoked: Callable[[x509.Certificate], bool | None] | None,
+    is_revoked: Callable[[x509.Certificate, x509.Certificate], bool | None] | None,
 ) -> VerificationResult:
     signer = signed.signer_certificate
     certs = signed.certificates
@@ -244,8 +248,9 @@ def _judge(
         return result("unknown-signer", f"certificate: {exc}", first)
     notes = []
     if is_revoked is not None:
-        for cert in path[:-1] or [signer]:
-            revoked = is_revoked(cert)
+        below_anchor = path[:-1] or [signer]
+        for cert, issuer in zip(below_anchor, path[1:] or [signer], strict=True):
+            revoked = is_revoked(cert, issuer)
             if revoked:
                 return result("invalid", f"revoked: {cert.subject.rfc4514_string()}", first)
             if revoked is None:

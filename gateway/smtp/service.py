@@ -24,9 +24,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from config.errors import CmcgateError
-from config.model import Config, NextHopTls
+from config.model import Config, NextHopTls, RevocationCheck
 from config.properties import ConfigHolder
 from gateway.certs.adapter import StoreCertificates
+from gateway.certs.revocation import CrlChecker
+from gateway.certs.revocation_policy import RevocationCheckedCertificates, RevocationPolicy
 from gateway.certs.setup import GatewayStores, stores_for
 from gateway.dkim import DkimKey
 from gateway.metrics import Metrics
@@ -77,6 +79,13 @@ def pipeline_settings(config: Config) -> PipelineSettings:
     )
 
 
+def revocation_policy(config: Config) -> RevocationPolicy:
+    """``cmcgate.gateway.revocationCheck``; CRLs cached under ``<stateDir>/crl``."""
+    gw = config.gateway
+    checker = CrlChecker(timeout=gw.revocation_timeout, cache_dir=gw.state_dir / "crl")
+    return RevocationPolicy(gw.revocation_check, checker, issuers=trust_anchors(config))
+
+
 def front_settings(config: Config) -> FrontSettings:
     networks = config.gateway.allowed_networks
     if not networks:
@@ -120,6 +129,7 @@ class Broker:
     scheduled in the background (APScheduler)."""
 
     certificates: Certificates
+    revocation: RevocationPolicy
     lookup: Any = None
     enroller: Any = None
     scheduler: Any = None
@@ -135,8 +145,8 @@ class Broker:
     ) -> Broker:
         """``background``: run the scheduled jobs and the key-pool refill here (one process
         of several workers does)."""
-        certificates: Certificates = StoreCertificates(stores.certs, stores.require_keys())
-        broker = cls(certificates)
+        store_certificates = StoreCertificates(stores.certs, stores.require_keys())
+        broker = cls(store_certificates, revocation_policy(config))
         pki = config.pki
         try:
             directories = config.lookup.directories
@@ -146,6 +156,7 @@ class Broker:
                 broker.lookup = RecipientLookup(
                     stores.certs, directories, trust_anchors=trust_anchors(config),
                     negative_ttl=timedelta(seconds=config.lookup.negative_cache_ttl),
+                    revocation=broker.revocation,
                 )  # fmt: skip
                 broker.certificates = LookupCertificates(broker.certificates, broker.lookup)
             if pki is not None and pki.enrol_internal_users:
@@ -165,24 +176,39 @@ class Broker:
                     config.enrolment, state_dir=config.gateway.state_dir,
                     publication=publication,
                 )  # fmt: skip
-                if not background:
-                    return broker.with_enrolling(config)
-                broker.enroller.start()
+                if background:
+                    broker.enroller.start()
                 broker.with_enrolling(config)
-                renewer = renewal.Renewer(
-                    stores.certs, broker.enroller, config.enrolment,
-                    internal_domains=config.gateway.internal_domains,
-                )  # fmt: skip
-                broker.scheduler = BackgroundScheduler(timezone="UTC")
-                renewal.schedule(
-                    broker.scheduler, broker.enroller, renewer,
-                    on_report=metrics.count_renewals if metrics is not None else None,
-                )  # fmt: skip
-                broker.scheduler.start()
+                if background:
+                    renewer = renewal.Renewer(
+                        stores.certs, broker.enroller, config.enrolment,
+                        internal_domains=config.gateway.internal_domains,
+                    )  # fmt: skip
+                    broker.scheduler = BackgroundScheduler(timezone="UTC")
+                    renewal.schedule(
+                        broker.scheduler, broker.enroller, renewer,
+                        on_report=metrics.count_renewals if metrics is not None else None,
+                    )  # fmt: skip
+                    broker.scheduler.start()
+            # outermost: whatever source a recipient's certificate comes from, it is checked
+            forget = [store_certificates.forget]
+            if broker.lookup is not None:
+                forget.append(broker.lookup.forget)
+            broker.certificates = RevocationCheckedCertificates(
+                broker.certificates, broker.revocation, stores.certs, forget=forget
+            )
         except BaseException:
             broker.close()
             raise
         return broker
+
+    def pipeline(self, config: Config, quarantine: Quarantine | None) -> SmimePipeline:
+        """The pipeline over this broker's certificates, for ``config`` (start and reload)."""
+        self.revocation.reconfigure(config.gateway.revocation_check, trust_anchors(config))
+        check = None if self.revocation.mode is RevocationCheck.OFF else self.revocation.is_revoked
+        return SmimePipeline(
+            pipeline_settings(config), self.certificates, quarantine=quarantine, is_revoked=check
+        )
 
     def with_enrolling(self, config: Config) -> Broker:
         """Senders' identities through the enroller (first send enrols)."""
@@ -199,7 +225,9 @@ class Broker:
         if self.enroller is not None:
             self.enroller.close()
         if self.lookup is not None:
-            self.lookup.close()
+            self.lookup.close()  # closes the revocation policy too
+        else:
+            self.revocation.close()
 
 
 @dataclass
@@ -215,18 +243,13 @@ class RunningGateway:
     broker: Broker
 
     def apply(self, config: Config) -> None:
-        pipeline = SmimePipeline(
-            pipeline_settings(config), self._certificates(), quarantine=self.quarantine
-        )
+        pipeline = self.broker.pipeline(config, self.quarantine)
         # Plain attribute stores: the next message sees the new objects, none sees half.
         self.handler.pipeline = self.metrics.timed(pipeline)
         self.handler.front = front_settings(config)
         self.handler.next_hop = next_hop(config)
         self.config = config
         log.info("configuration applied from %s", config.source)
-
-    def _certificates(self) -> Certificates:
-        return self.broker.certificates
 
     def stop(self) -> None:
         # Say QUIT to the next hop on the idle connections before the front's loop ends.
@@ -256,9 +279,7 @@ def start(
         metrics = Metrics(internal_domains=config.gateway.internal_domains)
         quarantine = Quarantine(quarantine_dir or config.gateway.state_dir / "quarantine")
         broker = Broker.start(config, stores, metrics, background=worker in (None, 0))
-        pipeline = SmimePipeline(
-            pipeline_settings(config), broker.certificates, quarantine=quarantine
-        )
+        pipeline = broker.pipeline(config, quarantine)
         handler = GatewayHandler(
             next_hop(config), metrics.timed(pipeline), front_settings(config), metrics.on_result
         )

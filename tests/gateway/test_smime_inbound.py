@@ -185,9 +185,9 @@ def test_revocation_hook_revoked_is_invalid_and_unknown_is_noted(pki):
     ca, _ = pki
     alice = ca.issue("alice@example.org")
     signed = sign(PLAIN, alice.key, alice.cert, alice.chain)
-    revoked = verify(signed, trust_anchors=_anchors(ca), is_revoked=lambda c: c == alice.cert)
+    revoked = verify(signed, trust_anchors=_anchors(ca), is_revoked=lambda c, i: c == alice.cert)
     assert revoked.status == "invalid" and "revoked" in revoked.reason
-    unknown = verify(signed, trust_anchors=_anchors(ca), is_revoked=lambda c: None)
+    unknown = verify(signed, trust_anchors=_anchors(ca), is_revoked=lambda c, i: None)
     assert unknown.status == "valid" and "unknown" in unknown.reason
 
 
