@@ -2,7 +2,7 @@
 # Install the Debian packages cmcgate's tests and demo run for real, when any is missing.
 # Idempotent and quick when everything is present (one dpkg-query).
 set -euo pipefail
-packages=(softhsm2 opensc slapd ldap-utils openssl)
+packages=(softhsm2 opensc slapd ldap-utils openssl gpgsm)
 missing=()
 for pkg in "${packages[@]}"; do
     status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)

@@ -12,9 +12,11 @@ from gateway.smime.errors import (
     DecryptionFailed,
     MalformedMessage,
     NoRecipients,
+    NotForRecipient,
     NotSmime,
     SigningFailed,
     SmimeError,
+    UnsupportedAlgorithm,
     UnsupportedRecipient,
 )
 from gateway.smime.inbound import (
@@ -35,9 +37,11 @@ __all__ = [
     "DecryptionFailed",
     "MalformedMessage",
     "NoRecipients",
+    "NotForRecipient",
     "NotSmime",
     "SigningFailed",
     "SmimeError",
+    "UnsupportedAlgorithm",
     "UnsupportedRecipient",
     "VerificationResult",
     "add_signature_header",
