@@ -8,17 +8,17 @@
    revocation mark is seen. A hit is a dict look-up: microseconds, no thread, no I/O.
 2. **the store** (one read in a worker thread) — the newest usable certificate of any source
    (imported, enrolled, harvested, an earlier LDAP find), else the "missing" table.
-3. **each configured directory** in configuration order (:mod:`gateway.lookup_ldap`).
-   Candidates, most preferred first (can encrypt with RSA, newest ``notBefore``, latest
-   ``notAfter``), are used only if: the address is one of their rfc822Name SANs; they can
-   encrypt (emailProtection, keyEncipherment, an RSA key — cryptography's envelope does RSA
-   key transport only); :func:`cmc.cms.verify_chain` finds a path to a trust anchor valid now;
-   neither the store nor the CRL (:class:`gateway.revocation.CrlChecker`) says revoked. An
-   unreachable CRL means status *unknown* and the certificate **is** used (CipherMail's
-   default; a recipient is better served by encryption to a possibly revoked certificate than
-   by none). The first that passes is returned, cached in memory and — behind the answer, in
-   one writer thread (:meth:`RecipientLookup.flush` waits for it) — added to the store with
-   source ``ldap`` and its revocation status.
+3. **each configured directory** in configuration order (:mod:`gateway.lookup_ldap`). Candidates,
+   most preferred first (can encrypt, newest ``notBefore``, latest ``notAfter``), are used only if:
+   the address is one of their rfc822Name SANs; they can encrypt (emailProtection, and
+   keyEncipherment with an RSA key or keyAgreement with an EC key: RSA key transport or ECDH,
+   :mod:`gateway.smime.recipients`); :func:`cmc.cms.verify_chain` finds a path to a trust anchor
+   valid now; neither the store nor the CRL (:class:`gateway.revocation.CrlChecker`) says revoked.
+   An unreachable CRL means status *unknown* and the certificate **is** used (CipherMail's default;
+   a recipient is better served by encryption to a possibly revoked certificate than by none). The
+   first that passes is returned, cached in memory and — behind the answer, in one writer thread
+   (:meth:`RecipientLookup.flush` waits for it) — added to the store with source ``ldap`` and its
+   revocation status.
 
 Nothing usable in any directory → the address is remembered as missing for ``negative_ttl``
 (memory, and the store's table): later lookups do not ask LDAP. A directory that cannot be
