@@ -1,5 +1,5 @@
-"""cmcgate's own sections: gateway, DKIM, stores, keys, lookup, publication, enrolment,
-metrics."""
+"""cmcgate's own sections: gateway, S/MIME, DKIM, stores, keys, lookup, publication,
+enrolment, metrics."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from config.model import (
     LookupSettings,
     NextHopTls,
     PublishSettings,
+    SignatureFormat,
+    SmimeSettings,
     StoreSettings,
 )
 from config.source import Props
@@ -37,6 +39,7 @@ from config.values import (
     shown,
     split_list,
 )
+from gateway.smime.algorithms import ContentCipher, RsaKeyTransport
 
 G = "cmcgate.gateway."
 K = "cmcgate.keys."
@@ -102,6 +105,28 @@ def build_gateway(p: Props) -> GatewaySettings:
         state_dir=p.get_path(G + "stateDir") or Path("/var/lib/cmcgate/state"),
         trusted_roots=p.get_paths(G + "trustedRoots"),
         workers=p.get(G + "workers", lambda v: parse_int(v, minimum=1, maximum=64), 1),
+    )
+
+
+def build_smime(p: Props) -> SmimeSettings:
+    """``cmcgate.smime.*``; choices are case-insensitive, errors list the valid ones."""
+    s = "cmcgate.smime."
+    return SmimeSettings(
+        content_cipher=p.get(
+            s + "contentCipher",
+            lambda v: ContentCipher(parse_choice(v, ContentCipher)),
+            ContentCipher.AES256_CBC,
+        ),
+        rsa_key_transport=p.get(
+            s + "rsaKeyTransport",
+            lambda v: RsaKeyTransport(parse_choice(v, RsaKeyTransport)),
+            RsaKeyTransport.PKCS1V15,
+        ),
+        signature_format=p.get(
+            s + "signatureFormat",
+            lambda v: SignatureFormat(parse_choice(v, SignatureFormat)),
+            SignatureFormat.DETACHED,
+        ),
     )
 
 

@@ -15,6 +15,7 @@ from config.errors import ConfigIssue, SecretError
 from config.subject import ProductKind, subject_for
 from config.values import HostPort, IPNetwork
 from gateway.policy import Policy
+from gateway.smime.algorithms import ContentCipher, RsaKeyTransport
 
 MAX_SECRET_BYTES = 64 * 1024
 
@@ -224,6 +225,20 @@ class EnrolmentSettings:
     key_type: str = "rsa3072"
 
 
+class SignatureFormat(enum.StrEnum):
+    DETACHED = "detached"  # multipart/signed: readable without S/MIME support
+    OPAQUE = "opaque"  # application/pkcs7-mime; smime-type=signed-data
+
+
+@dataclass(frozen=True)
+class SmimeSettings:
+    """``cmcgate.smime.*``: how outgoing mail is signed and encrypted."""
+
+    content_cipher: ContentCipher = ContentCipher.AES256_CBC
+    rsa_key_transport: RsaKeyTransport = RsaKeyTransport.PKCS1V15
+    signature_format: SignatureFormat = SignatureFormat.DETACHED
+
+
 @dataclass(frozen=True)
 class Config:
     """A complete, valid configuration; ``origins`` maps each key set to its line."""
@@ -240,5 +255,6 @@ class Config:
     enrolment: EnrolmentSettings = EnrolmentSettings()
     publish: PublishSettings | None = None
     metrics_listen: HostPort | None = None
+    smime: SmimeSettings = SmimeSettings()
     warnings: tuple[ConfigIssue, ...] = ()
     origins: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}), compare=False)

@@ -77,6 +77,11 @@ def effective(config: Config) -> dict[str, Any]:
         "authenticatedMayRelay": gateway.authenticated_may_relay,
         "workers": gateway.workers,
     }
+    data["smime"] = {
+        "contentCipher": config.smime.content_cipher.value,
+        "rsaKeyTransport": config.smime.rsa_key_transport.value,
+        "signatureFormat": config.smime.signature_format.value,
+    }
     policy = config.policy
     data["policy"] = {
         "file": _opt(config.policy_file),

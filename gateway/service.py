@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from config.errors import CmcgateError
-from config.model import Config, NextHopTls
+from config.model import Config, NextHopTls, SignatureFormat
 from config.properties import ConfigHolder
 from gateway.dkim import DkimKey
 from gateway.metrics import Metrics
@@ -74,6 +74,9 @@ def pipeline_settings(config: Config) -> PipelineSettings:
         policy=config.policy,
         dkim_keys=dkim_keys(config),
         trust_anchors=anchors,
+        content_cipher=config.smime.content_cipher,
+        rsa_transport=config.smime.rsa_key_transport,
+        detached_signature=config.smime.signature_format is SignatureFormat.DETACHED,
     )
 
 
