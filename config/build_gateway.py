@@ -1,5 +1,5 @@
-"""cmcgate's own sections: gateway, DKIM, stores, keys, lookup, publication, enrolment,
-metrics."""
+"""cmcgate's own sections: gateway, S/MIME, DKIM, stores, keys, lookup, publication,
+enrolment, metrics."""
 
 from __future__ import annotations
 
@@ -18,8 +18,11 @@ from config.model import (
     NextHopTls,
     PublishSettings,
     RevocationCheck,
+    SignatureFormat,
+    SmimeSettings,
     StoreSettings,
 )
+from config.smime import ContentCipher, RsaKeyTransport
 from config.source import Props
 from config.values import (
     HostPort,
@@ -110,6 +113,28 @@ def build_gateway(p: Props) -> GatewaySettings:
         ),
         revocation_timeout=p.get(
             G + "revocationTimeout", lambda v: parse_seconds(v, maximum=300), 5.0
+        ),
+    )
+
+
+def build_smime(p: Props) -> SmimeSettings:
+    """``cmcgate.smime.*``; choices are case-insensitive, errors list the valid ones."""
+    s = "cmcgate.smime."
+    return SmimeSettings(
+        content_cipher=p.get(
+            s + "contentCipher",
+            lambda v: ContentCipher(parse_choice(v, ContentCipher)),
+            ContentCipher.AES256_CBC,
+        ),
+        rsa_key_transport=p.get(
+            s + "rsaKeyTransport",
+            lambda v: RsaKeyTransport(parse_choice(v, RsaKeyTransport)),
+            RsaKeyTransport.PKCS1V15,
+        ),
+        signature_format=p.get(
+            s + "signatureFormat",
+            lambda v: SignatureFormat(parse_choice(v, SignatureFormat)),
+            SignatureFormat.DETACHED,
         ),
     )
 

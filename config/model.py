@@ -13,6 +13,7 @@ from cryptography import x509
 
 from config.errors import ConfigIssue, SecretError
 from config.policy import Policy
+from config.smime import ContentCipher, RsaKeyTransport
 from config.subject import ProductKind, subject_for
 from config.values import HostPort, IPNetwork
 
@@ -235,6 +236,20 @@ class EnrolmentSettings:
     key_type: str = "rsa3072"
 
 
+class SignatureFormat(enum.StrEnum):
+    DETACHED = "detached"  # multipart/signed: readable without S/MIME support
+    OPAQUE = "opaque"  # application/pkcs7-mime; smime-type=signed-data
+
+
+@dataclass(frozen=True)
+class SmimeSettings:
+    """``cmcgate.smime.*``: how outgoing mail is signed and encrypted."""
+
+    content_cipher: ContentCipher = ContentCipher.AES256_CBC
+    rsa_key_transport: RsaKeyTransport = RsaKeyTransport.PKCS1V15
+    signature_format: SignatureFormat = SignatureFormat.DETACHED
+
+
 @dataclass(frozen=True)
 class Config:
     """A complete, valid configuration; ``origins`` maps each key set to its line."""
@@ -251,5 +266,6 @@ class Config:
     enrolment: EnrolmentSettings = EnrolmentSettings()
     publish: PublishSettings | None = None
     metrics_listen: HostPort | None = None
+    smime: SmimeSettings = SmimeSettings()
     warnings: tuple[ConfigIssue, ...] = ()
     origins: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}), compare=False)

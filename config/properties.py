@@ -29,6 +29,7 @@ from config.build_gateway import (
     build_lookup,
     build_metrics,
     build_publish,
+    build_smime,
     build_store,
 )
 from config.build_pki import build_pki
@@ -66,6 +67,7 @@ def _build(p: Props) -> Config:
     publish = build_publish(p)
     enrolment = build_enrolment(p)
     metrics = build_metrics(p)
+    smime = build_smime(p)
     if pki is not None and pki.enrol_internal_users and keys is None:
         p.error(
             "cmcgate.keys.backend",
@@ -90,6 +92,7 @@ def _build(p: Props) -> Config:
         publish=publish,
         enrolment=enrolment,
         metrics_listen=metrics,
+        smime=smime,
         warnings=tuple(warnings),
         origins=MappingProxyType(origins),
     )

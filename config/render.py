@@ -79,6 +79,11 @@ def effective(config: Config) -> dict[str, Any]:
         "revocationCheck": gateway.revocation_check.value,
         "revocationTimeout": gateway.revocation_timeout,
     }
+    data["smime"] = {
+        "contentCipher": config.smime.content_cipher.value,
+        "rsaKeyTransport": config.smime.rsa_key_transport.value,
+        "signatureFormat": config.smime.signature_format.value,
+    }
     policy = config.policy
     data["policy"] = {
         "file": _opt(config.policy_file),

@@ -11,7 +11,9 @@ last when a key is configured for the envelope sender's domain.  Mail the client
 signed is not signed again; mail it already encrypted (its body parses as CMS EnvelopedData
 or AuthEnvelopedData; a Content-Type header saying so is not enough) is passed on as it is
 (``client-encrypted``).  Only the sender's own key signs: signing needs an internal sender.
-Certificates whose key cannot do RSA key transport count as "no certificate".
+RSA recipients get the content key by key transport, EC recipients by ECDH (RFC 5753);
+certificates with other keys count as "no certificate".  Content cipher, RSA key transport
+and clear vs opaque signing are :class:`PipelineSettings` (``cmcgate.smime.*``).
 
 One message, one DATA reply (RFC 5321 has no per-recipient reply after DATA), so a
 recipient's outcome decides for the whole message: any ``tempfail`` → ``451 4.7.1`` (retrying
@@ -24,11 +26,13 @@ If relaying fails after the hold, the client retries and the message may be held
 a duplicate rather than a loss.  Never plaintext to a mandatory recipient:
 :func:`check_no_plaintext` refuses (451) any copy for one whose body is not encrypted CMS.
 
-Inbound (one copy per internal recipient, each has its own key): enveloped mail is decrypted
-with the first of the recipient's keys that opens it (none does, or no key: delivered as it
-is, ``not-decrypted``); signed mail is verified (signers CRL-checked when ``is_revoked`` is
-given: a revoked signer is ``invalid``) and stamped ``X-Cmcgate-Signature`` (any such field
-from outside is removed first, also on unsigned mail); opaque signed-data is unwrapped
+Inbound (one copy per internal recipient, each has its own key): enveloped mail (DER or BER
+EnvelopedData, or AES-GCM AuthEnvelopedData; RSA or EC keys) is decrypted with the first of
+the recipient's keys that opens it (none does, or no key: delivered as it is,
+``not-decrypted``, with the reason logged: no key for the recipients named in the message,
+an unsupported algorithm, a failed decryption); signed mail is verified and stamped
+``X-Cmcgate-Signature`` (any such field from outside is removed first, also on unsigned
+mail); opaque signed-data is unwrapped
 to its content, clear-signed mail kept as is; of a valid signature the signer's certificate
 and the CA certificates of its path that came along are harvested — never other end-entity
 or CA certificates (best effort: a failing harvest is logged, the mail still delivered).
@@ -59,15 +63,16 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ca.keys import DecryptionFailed as KeyDecryptionFailed
-from ca.keys import KeyBackendError
+from ca.keys import KeyBackendError, UnsupportedKeyOperation
 from cmc.errors import TemporaryFailure
+from config.smime import ContentCipher, RsaKeyTransport
 from gateway import dkim, smime
 from gateway.policy import Decision, EncryptMode, Outcome, Policy, SignMode, decide, group
 from gateway.quarantine import Quarantine, QuarantineError
 from gateway.smime import mime
+from gateway.smime.recipients import check_recipient
 from gateway.smime.sign import SignKey
 from gateway.smtp.relay import Reply
 from gateway.smtp.server import HELD, Copy, MessageRefused, Transaction
@@ -92,9 +97,9 @@ class SigningIdentity:
 
 @dataclass(frozen=True)
 class DecryptionKey:
-    """One of an internal recipient's RSA keys and the certificate it belongs to."""
+    """One of an internal recipient's keys (RSA or EC) and the certificate it belongs to."""
 
-    key: rsa.RSAPrivateKey
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
     cert: x509.Certificate
 
 
@@ -124,6 +129,12 @@ class PipelineSettings:
     intermediates: tuple[x509.Certificate, ...] = ()
     encrypt_to_sender: bool = True
     protect_headers: bool = False
+    #: ``cmcgate.smime.contentCipher``: AES-CBC in EnvelopedData, AES-GCM in AuthEnvelopedData
+    content_cipher: ContentCipher = ContentCipher.AES256_CBC
+    #: ``cmcgate.smime.rsaKeyTransport``: PKCS#1 v1.5 or RSAES-OAEP (SHA-256)
+    rsa_transport: RsaKeyTransport = RsaKeyTransport.PKCS1V15
+    #: ``cmcgate.smime.signatureFormat``: multipart/signed (True) or opaque signed-data
+    detached_signature: bool = True
 
     def is_internal(self, address: str) -> bool:
         return _in_domains(address, self.internal_domains)
@@ -267,24 +278,26 @@ class SmimePipeline:
         recipient_certs: list[x509.Certificate],
         sender_cert: x509.Certificate | None,
     ) -> bytes:
-        headers = self.settings.protect_headers
-        if identity is not None and recipient_certs:
-            return smime.sign_then_encrypt(
+        settings = self.settings
+        headers = settings.protect_headers
+        if identity is not None:
+            content = smime.sign(
                 content,
                 identity.key,
                 identity.cert,
                 identity.chain,
-                recipient_certs,
-                sender_cert=sender_cert,
+                detached=settings.detached_signature,
                 protect_headers=headers,
             )
-        if identity is not None:
-            return smime.sign(
-                content, identity.key, identity.cert, identity.chain, protect_headers=headers
-            )
+            headers = False  # RFC 8551 §3.7: the signed message is what gets encrypted
         if recipient_certs:
-            return smime.encrypt(
-                content, recipient_certs, sender_cert=sender_cert, protect_headers=headers
+            content = smime.encrypt(
+                content,
+                recipient_certs,
+                sender_cert=sender_cert,
+                algorithm=settings.content_cipher,
+                rsa_transport=settings.rsa_transport,
+                protect_headers=headers,
             )
         return content
 
@@ -325,9 +338,12 @@ class SmimePipeline:
                 raise
             log.warning("certificate lookup for %s failed (%s): not encrypting for it", email, exc)
             return None
-        if cert is not None and not isinstance(cert.public_key(), rsa.RSAPublicKey):
-            log.info("certificate for %s has no RSA key: not usable for encryption", email)
-            return None
+        if cert is not None:
+            try:
+                check_recipient(cert)
+            except smime.UnsupportedRecipient as exc:
+                log.info("certificate for %s not usable for encryption: %s", email, exc)
+                return None
         return cert
 
     # -- inbound --------------------------------------------------------------------------
@@ -341,7 +357,7 @@ class SmimePipeline:
         if kind is None:
             return done(strip_spoofed(content), "malformed")
         if kind == "enveloped":
-            opened = await self._decrypt(content, recipient)
+            opened = await self._decrypt(t, content, recipient)
             if opened is None:
                 return done(smime.strip_signature_headers(content), "not-decrypted")
             content, kind = opened, _kind(opened)
@@ -376,12 +392,26 @@ class SmimePipeline:
             content = smime.rejoin(mime.split_message(content).fields, result.content_bytes)
         return done(smime.add_signature_header(content, result), f"verify-{result.status}")
 
-    async def _decrypt(self, content: bytes, recipient: str) -> bytes | None:
+    async def _decrypt(self, t: Transaction, content: bytes, recipient: str) -> bytes | None:
+        """The decrypted message, or None (logged with the reason) when no key opens it.
+
+        A key backend that is down raises (451: the client retries); a key the backend
+        cannot use for this message (a token key without ECDH permission) is a reason.
+        """
+        reasons: list[str] = []
         for candidate in await self.certificates.decryption_keys(recipient):
             try:
                 return await self._offload(smime.decrypt, content, candidate.key, candidate.cert)
-            except (smime.DecryptionFailed, KeyDecryptionFailed):
-                continue
+            except (smime.SmimeError, UnsupportedKeyOperation) as exc:
+                reasons.append(str(exc))
+        if not reasons:
+            reasons.append(f"the gateway holds no decryption key for {recipient}")
+        log.warning(
+            "queue_id=%s not decrypted for %s: %s",
+            t.queue_id,
+            recipient,
+            "; ".join(dict.fromkeys(reasons)),
+        )
         return None
 
 

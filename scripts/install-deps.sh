@@ -5,7 +5,7 @@
 # when there is no pyenv; its venv needs ensurepip. Nothing is compiled (every dependency,
 # python-pkcs11 included, has cp311 manylinux wheels), so no python3-dev or compiler.
 set -euo pipefail
-packages=(softhsm2 opensc slapd ldap-utils openssl python3-venv)
+packages=(softhsm2 opensc slapd ldap-utils openssl python3-venv gpgsm)
 missing=()
 for pkg in "${packages[@]}"; do
     status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)

@@ -4,7 +4,8 @@ A handle *is* an ``RSAPrivateKey`` or ``EllipticCurvePrivateKey``, so it goes st
 ``CertificateBuilder.sign``, ``CertificateRevocationListBuilder.sign``,
 ``CertificateSigningRequestBuilder.sign``, ``PKCS7SignatureBuilder`` and ``pkcs7_decrypt_*``.
 cryptography calls back into the Python methods below; each hashes locally (pure) and hands
-the digest to the backend's :class:`KeyOperations`, which signs where the key lives.
+the digest to the backend's :class:`KeyOperations`, which signs where the key lives.  RSA
+decryption and ECDH (``exchange``) run in the backend too.
 ``private_bytes`` and ``private_numbers`` always refuse.
 """
 
@@ -46,6 +47,11 @@ class KeyOperations(Protocol):
 
     def ec_sign_digest(self, label: str, digest: bytes, algorithm: hashes.HashAlgorithm) -> bytes:
         """DER ECDSA-Sig-Value over ``digest``."""
+        ...
+
+    def ec_derive(self, label: str, peer_point: bytes) -> bytes:
+        """ECDH shared secret (the x coordinate) with the uncompressed X9.62 ``peer_point``,
+        i.e. CKM_ECDH1_DERIVE with CKD_NULL."""
         ...
 
 
@@ -135,7 +141,7 @@ class RsaKeyHandle(_HandleBase, rsa.RSAPrivateKey):
 
 
 class EcKeyHandle(_HandleBase, ec.EllipticCurvePrivateKey):
-    """An EC private key living in a backend (ECDSA only)."""
+    """An EC private key living in a backend (ECDSA signing, ECDH key agreement)."""
 
     def __init__(
         self, label: str, key_type: KeyType, ops: KeyOperations, public: ec.EllipticCurvePublicKey
@@ -163,7 +169,15 @@ class EcKeyHandle(_HandleBase, ec.EllipticCurvePrivateKey):
         return self._ops.ec_sign_digest(self._label, digest, hash_alg)
 
     def exchange(self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey) -> bytes:
-        raise UnsupportedKeyOperation("ECDH key agreement is not supported by key handles")
+        """ECDH inside the backend (S/MIME to EC recipients, RFC 5753)."""
+        if not isinstance(algorithm, ec.ECDH):
+            raise UnsupportedKeyOperation("EC key exchange is ECDH only")
+        if peer_public_key.curve.name != self.curve.name:
+            raise ValueError(f"peer key is on {peer_public_key.curve.name}, not {self.curve.name}")
+        point = peer_public_key.public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+        return self._ops.ec_derive(self._label, point)
 
 
 _PKCS1v15 = padding.PKCS1v15

@@ -5,7 +5,8 @@ caller's label (CKA_LABEL) and identified by the SHA-1 of their public key (CKA_
 method-1 key identifier, so tools that pair certificates and keys by id find them). Signing and
 decryption happen on the token: RSA PKCS#1 v1.5 as CKM_RSA_PKCS over a DigestInfo built in
 Python, RSA-PSS as CKM_RSA_PKCS_PSS over the digest, ECDSA as CKM_ECDSA over the digest
-(converted from raw r||s to DER), decryption as CKM_RSA_PKCS or CKM_RSA_PKCS_OAEP.
+(converted from raw r||s to DER), decryption as CKM_RSA_PKCS or CKM_RSA_PKCS_OAEP, ECDH as
+CKM_ECDH1_DERIVE (EC keys are made with CKA_DERIVE for that: S/MIME to EC recipients).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
-from pkcs11 import MGF, Attribute, Mechanism, MechanismFlag, ObjectClass
+from pkcs11 import KDF, MGF, Attribute, Mechanism, MechanismFlag, ObjectClass
 from pkcs11 import KeyType as P11KeyType
 from pkcs11 import exceptions as px
 from pkcs11.util.ec import encode_named_curve_parameters
@@ -150,6 +151,32 @@ class _Pkcs11Ops:
         r, s_ = int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big")
         return utils.encode_dss_signature(r, s_)
 
+    def ec_derive(self, label: str, peer_point: bytes) -> bytes:
+        """CKM_ECDH1_DERIVE (CKD_NULL) into a short-lived, extractable session secret whose
+        value is read and which is destroyed at once; the private key never leaves."""
+        size = (len(peer_point) - 1) // 2  # the field size in bytes: Z's length
+
+        def op(s: PooledSession) -> bytes:
+            key = _private_key(s, label)
+            if not key[Attribute.DERIVE]:
+                raise UnsupportedKeyOperation(
+                    f"EC key {label!r} on the token does not allow ECDH (CKA_DERIVE is false:"
+                    " it was made for signing only); re-import the key, or set CKA_DERIVE"
+                )
+            secret = key.derive_key(
+                P11KeyType.GENERIC_SECRET,
+                size * 8,
+                mechanism=Mechanism.ECDH1_DERIVE,
+                mechanism_param=(KDF.NULL, None, peer_point),
+                template={Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True},
+            )
+            try:
+                return bytes(secret[Attribute.VALUE])
+            finally:
+                secret.destroy()
+
+        return self._backend._run(f"ECDH with {label!r}", op)
+
 
 def _private_key(s: PooledSession, label: str) -> Any:
     """The private key object labelled ``label`` in this session (cached per session)."""
@@ -255,7 +282,7 @@ class Pkcs11Backend(KeyBackend):
                 P11KeyType.EC,
                 label=label,
                 store=True,
-                capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
+                capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY | MechanismFlag.DERIVE,
                 public_template={Attribute.EC_PARAMS: params},
                 private_template=private_template,
             )

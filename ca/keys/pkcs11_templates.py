@@ -70,6 +70,7 @@ def import_templates(label: str, key: PlainKey) -> tuple[dict[Any, Any], dict[An
     point = key.public_key().public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
+    private[Attribute.DERIVE] = True  # ECDH: S/MIME decryption for EC recipients (RFC 5753)
     public.update(curve)
     public[Attribute.EC_POINT] = asn1_core.OctetString(point).dump()
     return private, public

@@ -78,6 +78,13 @@ class _SoftwareOps:
             raise KeyBackendError(f"key {label!r} is not an EC key")
         return key.sign(digest, ec.ECDSA(utils.Prehashed(algorithm)))
 
+    def ec_derive(self, label: str, peer_point: bytes) -> bytes:
+        key = self._backend._key(label)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise KeyBackendError(f"key {label!r} is not an EC key")
+        peer = ec.EllipticCurvePublicKey.from_encoded_point(key.curve, peer_point)
+        return key.exchange(ec.ECDH(), peer)
+
 
 class SoftwareBackend(KeyBackend):
     """Keys in encrypted PEM files under ``directory``.

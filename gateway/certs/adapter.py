@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from cmc.errors import TemporaryFailure
 from gateway.certs.keystore import KeyStore, KeyStoreError
@@ -102,10 +102,10 @@ class StoreCertificates:
         def load() -> list[DecryptionKey]:
             found = []
             for record in self.store.find(email=email):
-                if record.key_label is None or record.key_algorithm != "rsa":
+                if record.key_label is None or record.key_algorithm not in ("rsa", "ec"):
                     continue
                 key = self.keys.key_for(record)
-                if isinstance(key, rsa.RSAPrivateKey):
+                if isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
                     found.append(DecryptionKey(key, record.certificate))
             return found
 

@@ -9,13 +9,13 @@
 2. **the store** (one read in a worker thread) — the newest usable certificate of any source
    (imported, enrolled, harvested, an earlier LDAP find), else the "missing" table.
 3. **each configured directory** in configuration order (:mod:`gateway.certs.ldap`).
-   Candidates, most preferred first (can encrypt with RSA, newest ``notBefore``, latest
-   ``notAfter``), are used only if: the address is one of their rfc822Name SANs; they can
-   encrypt (emailProtection, keyEncipherment, an RSA key — cryptography's envelope does RSA
-   key transport only); :func:`cmc.messages.cms.verify_chain` finds a path to a trust anchor valid
-   now;
-   neither the store nor the CRL (:class:`gateway.certs.revocation_policy.RevocationPolicy`) says
-   revoked. An unreachable CRL means status *unknown*: with ``revocationCheck=soft`` (the
+   Candidates, most preferred first (can encrypt, newest ``notBefore``, latest ``notAfter``),
+   are used only if: the address is one of their rfc822Name SANs; they can encrypt
+   (emailProtection, and keyEncipherment with an RSA key or keyAgreement with an EC key: RSA
+   key transport or ECDH, :mod:`gateway.smime.recipients`);
+   :func:`cmc.messages.cms.verify_chain` finds a path to a trust anchor valid now; neither the
+   store nor the CRL (:class:`gateway.certs.revocation_policy.RevocationPolicy`) says revoked.
+   An unreachable CRL means status *unknown*: with ``revocationCheck=soft`` (the
    default, CipherMail's) the certificate **is** used, with ``hard`` the lookup is a
    temporary failure. The first that passes is returned, cached in memory and — behind the
    answer, in one writer thread (:meth:`RecipientLookup.flush` waits for it) — added to the

@@ -26,8 +26,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from config.errors import CmcgateError
 
-#: Public-key algorithms cryptography's PKCS#7 envelope can encrypt to (RSA key transport only).
-ENCRYPTION_ALGORITHMS = ("rsa",)
+#: Public-key algorithms the gateway encrypts to: RSA key transport, ECDH (RFC 5753).
+ENCRYPTION_ALGORITHMS = ("rsa", "ec")
 
 
 class StoreError(CmcgateError):

@@ -225,7 +225,8 @@ class CertStore(ChainCertificates, RecipientCache):
         self, email: str, at: datetime | None = None
     ) -> CertificateRecord | None:
         """The newest certificate for ``email`` valid at ``at`` that can be encrypted to
-        (emailProtection, keyEncipherment, an RSA key), or None."""
+        (emailProtection; keyEncipherment and an RSA key, or keyAgreement and an EC key),
+        or None."""
         query = self._valid(email, aware_now(at)).where(
             CertificateRow.can_encrypt.is_(True),
             CertificateRow.key_algorithm.in_(ENCRYPTION_ALGORITHMS),

@@ -14,9 +14,11 @@ from gateway.smime.errors import (
     DecryptionFailed,
     MalformedMessage,
     NoRecipients,
+    NotForRecipient,
     NotSmime,
     SigningFailed,
     SmimeError,
+    UnsupportedAlgorithm,
     UnsupportedRecipient,
 )
 from gateway.smime.inbound import (
@@ -38,9 +40,11 @@ __all__ = [
     "EncryptedKind",
     "MalformedMessage",
     "NoRecipients",
+    "NotForRecipient",
     "NotSmime",
     "SigningFailed",
     "SmimeError",
+    "UnsupportedAlgorithm",
     "UnsupportedRecipient",
     "VerificationResult",
     "add_signature_header",

@@ -25,7 +25,7 @@ class NotSmime(SmimeError):
 
 
 class UnsupportedRecipient(SmimeError):
-    """A recipient certificate cannot be used for key transport (e.g. not an RSA key)."""
+    """A recipient certificate the gateway cannot encrypt to (neither an RSA nor an EC key)."""
 
     def __init__(self, message: str, certificate: x509.Certificate) -> None:
         super().__init__(message)
@@ -42,3 +42,11 @@ class SigningFailed(SmimeError):
 
 class DecryptionFailed(SmimeError):
     """The enveloped data could not be decrypted with the given key/certificate."""
+
+
+class NotForRecipient(DecryptionFailed):
+    """The enveloped data names no recipient that the given certificate/key is."""
+
+
+class UnsupportedAlgorithm(DecryptionFailed):
+    """The enveloped data uses a key transport, key agreement or cipher not implemented."""

@@ -31,15 +31,13 @@ from datetime import datetime
 from typing import Literal
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cmc import errors as cmc_errors
 from cmc.messages import cms
 from gateway.smime import encoding, mime
-from gateway.smime.errors import DecryptionFailed, MalformedMessage, NotSmime
+from gateway.smime.envelope import PrivateKey, decrypt_der
+from gateway.smime.errors import MalformedMessage, NotSmime
 from gateway.smime.mime import CRLF, Entity, Field
 
 Status = Literal["valid", "invalid", "unknown-signer"]
@@ -48,6 +46,7 @@ SIGNATURE_HEADER = "X-Cmcgate-Signature"
 _PKCS7_MIME = ("application/pkcs7-mime", "application/x-pkcs7-mime")
 _PKCS7_SIG = ("application/pkcs7-signature", "application/x-pkcs7-signature")
 _OID_PREFIX = bytes.fromhex("06092a864886f70d0107")  # 1.2.840.113549.1.7.x
+_AUTH_ENVELOPED_OID = bytes.fromhex("060b2a864886f70d0109100117")  # 1.2.840.113549.1.9.16.1.23
 _SINGLE = frozenset(
     {"from", "sender", "reply-to", "to", "cc", "bcc", "subject", "date", "message-id"}
 )
@@ -85,44 +84,46 @@ def _kind(entity: Entity, body: mime.Buffer | None = None) -> Kind:
     smime_type = (params.get("smime-type") or "").lower()
     if smime_type == "signed-data":
         return "opaque-signed"
-    if smime_type == "enveloped-data":
-        return "enveloped"
+    if smime_type in ("enveloped-data", "authenveloped-data"):
+        return "enveloped"  # EnvelopedData or AuthEnvelopedData (RFC 8551 §3.2.2)
     if smime_type:
-        return "plain"  # compressed-data, certs-only, authEnveloped-data: not handled here
+        return "plain"  # compressed-data, certs-only: not handled here
     encoded = entity.body if body is None else body
     peek = _content_type_oid(mime.decode_body(encoded, entity.transfer_encoding))
     if peek == 2:
         return "opaque-signed"
-    return "enveloped" if peek == 3 else "plain"
+    return "enveloped" if peek in (3, 23) else "plain"
 
 
 def _content_type_oid(der: bytes) -> int | None:
-    """Last arc of a ContentInfo's 1.2.840.113549.1.7.x contentType, if that is what it is."""
+    """Last arc of a ContentInfo's 1.2.840.113549.1.7.x contentType, if that is what it is
+    (23 for AuthEnvelopedData, 1.2.840.113549.1.9.16.1.23)."""
     if len(der) < 2 or der[0] != 0x30:
         return None
     offset = 2 + (der[1] & 0x7F if der[1] & 0x80 else 0)
+    if der[offset : offset + len(_AUTH_ENVELOPED_OID)] == _AUTH_ENVELOPED_OID:
+        return 23
     oid = der[offset : offset + len(_OID_PREFIX) + 1]
     if len(oid) == len(_OID_PREFIX) + 1 and oid.startswith(_OID_PREFIX):
         return oid[-1]
     return None
 
 
-def decrypt(message: bytes, key: rsa.RSAPrivateKey, cert: x509.Certificate) -> bytes:
-    """Decrypt an enveloped-data message; return the inner entity under the outer headers.
+def decrypt(message: bytes, key: PrivateKey, cert: x509.Certificate) -> bytes:
+    """Decrypt an enveloped message; return the inner entity under the outer headers.
 
-    ``key`` is the recipient's RSA private key object (HSM handles included).  Raises
-    :class:`NotSmime` if the message is not enveloped, :class:`DecryptionFailed` if this key
-    cannot open it, :class:`MalformedMessage` for broken input.
+    EnvelopedData and AuthEnvelopedData, DER or BER, RSA (PKCS#1 v1.5, OAEP) or EC (ECDH)
+    recipients: see :mod:`.envelope`.  ``key`` is the recipient's private key object (HSM
+    handles included).  Raises :class:`NotSmime` if the message is not enveloped,
+    :class:`DecryptionFailed` (:class:`NotForRecipient`, :class:`UnsupportedAlgorithm`) if
+    this key cannot open it, saying why, :class:`MalformedMessage` for broken MIME.
     """
     head, body = mime.split_view(message)  # the body is only read, never copied
     if _kind(head, body) != "enveloped":
         raise NotSmime("message is not S/MIME enveloped-data")
     der = mime.decode_body(body, head.transfer_encoding)
     del body
-    try:
-        content = pkcs7.pkcs7_decrypt_der(der, cert, key, [])
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise DecryptionFailed(f"cannot decrypt: {exc}") from exc
+    content = decrypt_der(der, key, cert)
     del der
     return rejoin(head.fields, content)
 

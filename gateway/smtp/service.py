@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from config.errors import CmcgateError
-from config.model import Config, NextHopTls, RevocationCheck
+from config.model import Config, NextHopTls, RevocationCheck, SignatureFormat
 from config.properties import ConfigHolder
 from gateway.certs.adapter import StoreCertificates
 from gateway.certs.revocation import CrlChecker
@@ -76,6 +76,9 @@ def pipeline_settings(config: Config) -> PipelineSettings:
         policy=config.policy,
         dkim_keys=dkim_keys(config),
         trust_anchors=anchors,
+        content_cipher=config.smime.content_cipher,
+        rsa_transport=config.smime.rsa_key_transport,
+        detached_signature=config.smime.signature_format is SignatureFormat.DETACHED,
     )
 
 

@@ -270,8 +270,24 @@ def test_weak_hashes_and_unsupported_paddings_are_refused(backend: KeyBackend) -
         )
     with pytest.raises(UnsupportedKeyOperation, match="md5"):
         ec_key.sign(b"x", ec.ECDSA(hashes.MD5()))
-    with pytest.raises(UnsupportedKeyOperation):
-        ec_key.exchange(ec.ECDH(), ec.generate_private_key(ec.SECP256R1()).public_key())
+
+
+@pytest.mark.parametrize("key_type", [KeyType.EC_P256, KeyType.EC_P384])
+def test_ecdh_runs_inside_the_backend_for_generated_and_imported_keys(
+    backend: KeyBackend, key_type: KeyType
+) -> None:
+    """S/MIME to EC recipients (RFC 5753) needs ECDH with the user's key where it lives."""
+    plain = ec.generate_private_key(key_type.curve)
+    generated = backend.generate("generated", key_type)
+    imported = backend.import_key("imported", plain)
+    for handle in (generated, backend.load("generated"), imported, backend.load("imported")):
+        assert isinstance(handle, EcKeyHandle)
+        peer = ec.generate_private_key(key_type.curve)
+        shared = handle.exchange(ec.ECDH(), peer.public_key())
+        assert shared == peer.exchange(ec.ECDH(), handle.public_key())
+    other_curve = ec.SECP384R1() if key_type is KeyType.EC_P256 else ec.SECP256R1()
+    with pytest.raises(ValueError, match="not secp"):
+        generated.exchange(ec.ECDH(), ec.generate_private_key(other_curve).public_key())
 
 
 def test_eight_threads_sign_fifty_times_each_at_the_same_time(backend: KeyBackend) -> None:

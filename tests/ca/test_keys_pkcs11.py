@@ -20,6 +20,7 @@ from ca.keys import (
     KeyType,
     RsaKeyHandle,
     SecretNotFound,
+    UnsupportedKeyOperation,
     backend_from_settings,
 )
 from ca.keys.pkcs11 import Pkcs11Backend
@@ -213,3 +214,21 @@ def test_decrypting_with_the_wrong_key_raises_a_value_error(
     ciphertext = other.public_key().encrypt(b"for other", padding.PKCS1v15())
     with pytest.raises(ValueError, match="failed: wrong key or data"):
         mine.decrypt(ciphertext, padding.PKCS1v15())
+
+
+def test_an_ec_key_made_for_signing_only_says_why_it_cannot_do_ecdh(
+    softhsm_token: SoftHsmToken, softhsm_backend: Pkcs11Backend
+) -> None:
+    """Keys made before ECDH decryption existed (or by tools, for signing) lack CKA_DERIVE."""
+    made = softhsm_token.pkcs11_tool(
+        "--keypairgen", "--key-type", "EC:prime256v1", "--label", "signing-only",
+        "--usage-sign",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    key = softhsm_backend.load("signing-only")
+    assert isinstance(key, EcKeyHandle)
+    peer = ec.generate_private_key(ec.SECP256R1()).public_key()
+    with pytest.raises(UnsupportedKeyOperation, match="CKA_DERIVE is false"):
+        key.exchange(ec.ECDH(), peer)
+    generated = softhsm_backend.generate("generated", KeyType.EC_P256)
+    assert len(generated.exchange(ec.ECDH(), peer)) == 32

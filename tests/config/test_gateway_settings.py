@@ -84,6 +84,47 @@ def test_inconsistent_gateway_settings_are_errors(write_props):
     ]
 
 
+def test_smime_choices_become_pipeline_settings(write_props):
+    from config.model import SignatureFormat
+    from config.render import text_lines
+    from config.smime import ContentCipher, RsaKeyTransport
+    from gateway.smtp.service import pipeline_settings
+
+    default = load(write_props(""))
+    assert default.smime.content_cipher is ContentCipher.AES256_CBC
+    assert default.smime.rsa_key_transport is RsaKeyTransport.PKCS1V15
+    assert default.smime.signature_format is SignatureFormat.DETACHED
+    config = load(
+        write_props(
+            "cmcgate.smime.contentCipher=AES256-GCM\n"
+            "cmcgate.smime.rsaKeyTransport=OAEP\n"
+            "cmcgate.smime.signatureFormat=opaque\n"
+        )
+    )
+    settings = pipeline_settings(config)
+    assert settings.content_cipher is ContentCipher.AES256_GCM
+    assert settings.rsa_transport is RsaKeyTransport.OAEP
+    assert settings.detached_signature is False
+    assert "smime.contentCipher: aes256-gcm" in text_lines(config)
+
+
+def test_a_bad_smime_choice_names_its_line_and_the_valid_choices(write_props):
+    path = write_props(
+        "cmcgate.smime.contentCipher=des3\n"
+        "cmcgate.smime.rsaKeyTransport=oaep-sha1\n"
+        "cmcgate.smime.signatureFormat=clear\n"
+        "cmcgate.smime.contentChiper=aes128-gcm\n"
+    )
+    assert errors_of(path) == [
+        f"{path}:4: cmcgate.smime.contentChiper: unknown key "
+        "(did you mean cmcgate.smime.contentCipher?)",
+        f"{path}:1: cmcgate.smime.contentCipher: expected one of aes128-cbc, aes256-cbc, "
+        "aes128-gcm, aes256-gcm, not 'des3'",
+        f"{path}:2: cmcgate.smime.rsaKeyTransport: expected one of pkcs1v15, oaep, not 'oaep-sha1'",
+        f"{path}:3: cmcgate.smime.signatureFormat: expected one of detached, opaque, not 'clear'",
+    ]
+
+
 def test_policy_per_domain_and_address_most_specific_wins(write_props):
     policy = load(
         write_props(

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
@@ -27,12 +27,15 @@ def _rsa_key(label: str) -> rsa.RSAPrivateKey:
 
 
 @functools.cache
-def _ec_key(label: str) -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
+def _ec_key(label: str, curve: str = "p256") -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP384R1() if curve == "p384" else ec.SECP256R1())
 
 
 def new_key(kind: str, label: str) -> PrivateKey:
-    return _rsa_key(label) if kind == "rsa" else _ec_key(label)
+    """``rsa``, ``ec`` (P-256), ``ec-p384`` or ``ed25519`` (a key nobody can encrypt to)."""
+    if kind == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    return _rsa_key(label) if kind == "rsa" else _ec_key(label, kind[3:])
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class Identity:
     def write(self, directory: Path) -> tuple[Path, Path]:
         """Write ``<local>.pem`` (certificate) and ``<local>.key`` (PKCS#8); return both."""
         stem = self.email.split("@")[0] + "-" + type(self.key).__name__[:2].lower()
+        if isinstance(self.key, ec.EllipticCurvePrivateKey):
+            stem += str(self.key.curve.key_size)
         cert_path = directory / f"{stem}.pem"
         key_path = directory / f"{stem}.key"
         cert_path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
@@ -110,7 +115,7 @@ class CA:
                     content_commitment=False,
                     key_encipherment=usage_rsa,
                     data_encipherment=False,
-                    key_agreement=not usage_rsa,
+                    key_agreement=kind.startswith("ec"),
                     key_cert_sign=False,
                     crl_sign=False,
                     encipher_only=False,

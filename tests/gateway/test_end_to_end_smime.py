@@ -14,7 +14,7 @@ import dkim as dkimpy
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from cmc.errors import TemporaryFailure
 from gateway.devservices import SmtpSink, free_port
@@ -70,7 +70,9 @@ class MemoryCertificates:
 
     async def decryption_keys(self, email_: str) -> Sequence[DecryptionKey]:
         identity = self._get(email_)
-        if identity is None or not isinstance(identity.key, rsa.RSAPrivateKey):
+        if identity is None or not isinstance(
+            identity.key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+        ):
             return []
         return [DecryptionKey(identity.key, identity.cert)]
 

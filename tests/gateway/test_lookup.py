@@ -307,7 +307,7 @@ BAD = {
     "wrong-address": dict(san="someone.else@partner.example"),
     "expired": dict(not_before=NOW - dt.timedelta(days=400), not_after=NOW - dt.timedelta(days=1)),
     "no-email-protection": dict(eku=ExtendedKeyUsageOID.CLIENT_AUTH),
-    "ec-key": dict(kind="ec"),
+    "ed25519-key": dict(kind="ed25519"),  # nobody encrypts to Ed25519 (EC keys: ECDH)
     "revoked": dict(serial=0x5EC1A1),
 }
 REASONS = {
@@ -315,7 +315,7 @@ REASONS = {
     "wrong-address": "rfc822Name",
     "expired": "untrusted",
     "no-email-protection": "not usable for encryption",
-    "ec-key": "not usable for encryption",
+    "ed25519-key": "not usable for encryption",
     "revoked": "revoked",
 }
 
@@ -340,6 +340,18 @@ async def test_a_certificate_that_does_not_qualify_is_never_used(
     assert store.is_known_missing("eve@partner.example")
 
 
+async def test_an_ec_certificate_in_the_directory_is_used_for_ecdh(
+    lookup: RecipientLookup, store: CertStore, slapd: Slapd, crl_server: CrlServer
+) -> None:
+    crl_server.publish(ROOT, 0xBAD)
+    _, cert = mint("gil@partner.example", kind="ec", crl_url=crl_server.url())
+    publish(slapd, "gil@partner.example", cert)
+    assert await lookup.find("gil@partner.example") == cert
+    lookup.flush()
+    record = store.best_for_encryption("gil@partner.example")
+    assert record is not None and record.key_algorithm == "ec"
+
+
 async def test_the_newest_usable_certificate_wins_over_older_and_unusable_ones(
     lookup: RecipientLookup, store: CertStore, slapd: Slapd, crl_server: CrlServer
 ) -> None:
@@ -349,9 +361,9 @@ async def test_the_newest_usable_certificate_wins_over_older_and_unusable_ones(
     _, old = mint(email, crl_url=url, not_before=NOW - dt.timedelta(days=30))
     _, new = mint(email, crl_url=url, not_before=NOW - dt.timedelta(days=2))
     _, revoked = mint(email, crl_url=url, serial=0xBAD, not_before=NOW - dt.timedelta(hours=2))
-    _, ec_newest = mint(email, kind="ec", not_before=NOW - dt.timedelta(hours=1))
+    _, unusable_newest = mint(email, kind="ed25519", not_before=NOW - dt.timedelta(hours=1))
     _, stranger = mint(email, ca=STRANGER, not_before=NOW - dt.timedelta(minutes=5))
-    publish(slapd, email, old, stranger, revoked, new, ec_newest)
+    publish(slapd, email, old, stranger, revoked, new, unusable_newest)
 
     assert await lookup.find(email) == new
     lookup.flush()

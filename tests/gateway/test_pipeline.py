@@ -230,8 +230,8 @@ async def test_external_sender_relayed_to_a_mandatory_recipient_is_encrypted_not
     assert b"the numbers" in decrypt(copy.content, WHO["bob"].rsa_key, WHO["bob"].cert)
 
 
-async def test_a_recipient_with_only_an_ec_certificate_counts_as_having_none():
-    frank = CA_.issue("frank@partner.example", kind="ec")
+async def test_a_recipient_whose_certificate_cannot_be_encrypted_to_counts_as_having_none():
+    frank = CA_.issue("frank@partner.example", kind="ed25519")
     certificates = MemoryCertificates([*WHO.values(), frank])
     [copy] = await pipeline(certificates)(mail("alice@example.org", "frank@partner.example"))
     assert copy.actions == ("outbound", "sign")

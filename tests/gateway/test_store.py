@@ -229,22 +229,27 @@ def test_expired_revoked_and_not_yet_valid_certificates_are_never_chosen(
     assert store.best_for_encryption(email, NOW - 10 * DAY).certificate == expired  # type: ignore[union-attr]
 
 
-def test_an_ec_certificate_signs_but_is_not_chosen_for_encryption(
+def test_an_ec_certificate_signs_and_is_encrypted_to_like_an_rsa_one(
     store: CertStore, pki: Pki
 ) -> None:
+    """ECDH (RFC 5753) makes EC certificates with keyAgreement encryption certificates: the
+    newest usable one wins, whatever its key type."""
     email = "erin@example.org"
     ec_cert, _ = pki.issue(email, key=ec_key(), not_before=NOW - DAY)
     store.add(ec_cert, Source.PKI, key_label="user:erin@example.org:2")
 
     record = store.get(format(ec_cert.serial_number, "x"))
     assert (record.key_algorithm, record.can_sign, record.can_encrypt) == ("ec", True, True)
-    assert store.best_for_encryption(email, NOW) is None
+    assert store.best_for_encryption(email, NOW) == record
     assert store.best_for_signing(email, NOW) == record
 
-    rsa_cert, _ = pki.issue(email, not_before=NOW - 30 * DAY)  # older, but RSA
+    rsa_cert, _ = pki.issue(email, not_before=NOW - 30 * DAY)  # older, RSA
     store.add(rsa_cert, Source.LDAP)
-    assert store.best_for_encryption(email, NOW).certificate == rsa_cert  # type: ignore[union-attr]
-    assert store.best_for_signing(email, NOW) == record  # no key for the RSA one
+    assert store.best_for_encryption(email, NOW) == record
+    newer_rsa, _ = pki.issue(email, not_before=NOW - DAY // 2)
+    store.add(newer_rsa, Source.LDAP)
+    assert store.best_for_encryption(email, NOW).certificate == newer_rsa  # type: ignore[union-attr]
+    assert store.best_for_signing(email, NOW) == record  # no key for the RSA ones
 
 
 def test_a_certificate_without_email_protection_is_stored_but_never_used(
