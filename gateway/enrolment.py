@@ -8,6 +8,7 @@ the new identity, so that very message is signed.  :class:`Enroller` does the wo
 
 1. a key pair in the users' key backend: taken from the :class:`~gateway.keypool.KeyPool`
    when one is configured (label ``pool:...``), else generated as ``user:<email>:<n>``;
+   recorded in the address's state file first (:mod:`gateway.enrolment_keys`);
 2. a PKCS#10 request with subject and SAN from ``pki.subject_for(email, display_name)``.
    The pipeline passes only the address (``signing_identity(email)``): the CN of a Gold
    product is then the address; ``signing_identity(email, display_name=...)`` exists for
@@ -66,6 +67,7 @@ from cmc.client import CmcClient, EnrollmentPending, EnrollmentResult, PendingEn
 from cmc.errors import TemporaryFailure
 from config.errors import CmcgateError
 from config.model import EnrolmentSettings, PkiConnection
+from gateway.enrolment_keys import recorded_new_key
 from gateway.enrolment_state import EnrolmentState, StateFiles
 from gateway.keypool import KeyPool
 from gateway.keystore import KeyStore, KeyStoreError
@@ -251,10 +253,11 @@ class Enroller:
             raise EnrolmentPending(email, "request sent earlier")
         key = self._load_key(state.key_label) if state is not None else None
         if state is None or key is None:
-            key = self._new_key(email)
-            state = EnrolmentState(email, key.label, now, None,
-                                   renewing.fingerprint if renewing else None)  # fmt: skip
-            self.state.save(state)  # before the request leaves: a retry reuses the key
+            started = EnrolmentState(email, "", now, None,
+                                     renewing.fingerprint if renewing else None)  # fmt: skip
+            state, key = recorded_new_key(
+                self.state, self.keys, self.pool, self.settings.key_type, started
+            )
         try:
             subject, emails = self.pki.subject_for(email, display_name)
             csr = (
@@ -380,13 +383,6 @@ class Enroller:
         return SigningIdentity(
             cast(SignKey, key), record.certificate, tuple(self.store.chain_for(record))
         )
-
-    def _new_key(self, email: str) -> PrivateKeyHandle:
-        if self.pool is not None:
-            taken = self.pool.take(email)
-            if taken is not None:
-                return taken
-        return self.keys.generate_for(email, self.settings.key_type)
 
     def _load_key(self, label: str) -> PrivateKeyHandle | None:
         try:

@@ -79,6 +79,7 @@ class StateFiles:
             finally:
                 os.close(dir_fd)
         except OSError as exc:
+            tmp.unlink(missing_ok=True)  # a full disk keeps no half-written leftovers
             raise TemporaryFailure(f"{path}: cannot write enrolment state: {exc}") from exc
 
     @contextmanager
