@@ -47,11 +47,15 @@ make_gateway = test_enrolment.make_gateway
 class AnswerDroppingProxy:
     """Forwards TCP connections to ``127.0.0.1:upstream_port``.  On the first connection,
     whatever the server sends once ``processed()`` is true (the CA has issued: what follows is
-    its answer) is dropped and both connections are closed.  TLS passes through untouched."""
+    its answer) is dropped and both connections are closed, or, with ``hold``, left open
+    until the client gives up.  TLS passes through untouched."""
 
-    def __init__(self, upstream_port: int, processed: Callable[[], bool]) -> None:
+    def __init__(
+        self, upstream_port: int, processed: Callable[[], bool], *, hold: bool = False
+    ) -> None:
         self.upstream_port = upstream_port
         self.processed = processed
+        self.hold = hold
         self.connections = 0
         self.dropped = 0
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -77,6 +81,8 @@ class AnswerDroppingProxy:
             while data := source.recv(65536):
                 if drop_answer and self.processed():
                     self.dropped += 1
+                    if self.hold:
+                        continue
                     break
                 sink.sendall(data)
         except OSError:
@@ -127,6 +133,25 @@ def test_when_the_cas_answer_is_lost_the_retry_is_signed_with_the_one_certificat
     assert openssl_signer(tmp_path, ca, delivered.content) == record.certificate
     assert _issued_at_ca(ca, email) == [record.certificate.public_bytes(Encoding.DER)]
     assert len(ca.orders_for(email)) == 1
+
+
+def test_an_answer_later_than_the_read_timeout_is_fetched_by_the_next_attempt(
+    bundled: tuple, make_gateway: Callable[..., Gateway], smtp_sink: SmtpSink, tmp_path: Path
+) -> None:
+    ca, auto, _ = bundled
+    email = "late@example.org"
+    proxy = AnswerDroppingProxy(ca.https_port, lambda: bool(_issued_at_ca(ca, email)), hold=True)
+    try:
+        gateway = make_gateway(pki=replace(auto, server_port=proxy.port, read_timeout=1.0))
+        assert _reply_code(gateway, email) == 451  # the gateway stopped waiting
+        assert proxy.dropped >= 1 and len(_issued_at_ca(ca, email)) == 1
+        assert _reply_code(gateway, email) == 250
+    finally:
+        proxy.close()
+    [delivered] = smtp_sink.received()
+    [record] = gateway.store.find(email=email)
+    assert openssl_signer(tmp_path, ca, delivered.content) == record.certificate
+    assert _issued_at_ca(ca, email) == [record.certificate.public_bytes(Encoding.DER)]
 
 
 def test_an_answer_lost_on_the_first_attempt_is_fetched_by_the_transports_own_resend(
