@@ -49,6 +49,7 @@ def recorded_new_key(
             try:
                 record(taken.label)
             except TemporaryFailure:
+                files.remove(started.email)  # a save can fail after its rename (dir fsync)
                 pool.give_back(taken.label)
                 raise
             return made[-1], taken
