@@ -103,6 +103,17 @@ def _issued_at_ca(ca: BundledCa, email: str) -> list[bytes]:
     return [c.der for c in ca.service.ca.store.find_certificates(email=email)]
 
 
+def _assert_signed_with_the_one_certificate_issued(
+    ca: BundledCa, gateway: Gateway, sink: SmtpSink, directory: Path, email: str
+) -> None:
+    """The one mail delivered verifies (openssl) with the gateway's certificate for ``email``,
+    which is the only certificate the CA issued for it."""
+    [delivered] = sink.received()
+    [record] = gateway.store.find(email=email)
+    assert openssl_signer(directory, ca, delivered.content) == record.certificate
+    assert _issued_at_ca(ca, email) == [record.certificate.public_bytes(Encoding.DER)]
+
+
 @pytest.mark.parametrize("between", ["nothing", "restart", "poll"])
 def test_when_the_cas_answer_is_lost_the_retry_is_signed_with_the_one_certificate_issued(
     bundled: tuple, make_gateway: Callable[..., Gateway], smtp_sink: SmtpSink, tmp_path: Path,
@@ -128,10 +139,7 @@ def test_when_the_cas_answer_is_lost_the_retry_is_signed_with_the_one_certificat
         assert _reply_code(gateway, email) == 250
     finally:
         proxy.close()
-    [delivered] = smtp_sink.received()
-    [record] = gateway.store.find(email=email)
-    assert openssl_signer(tmp_path, ca, delivered.content) == record.certificate
-    assert _issued_at_ca(ca, email) == [record.certificate.public_bytes(Encoding.DER)]
+    _assert_signed_with_the_one_certificate_issued(ca, gateway, smtp_sink, tmp_path, email)
     assert len(ca.orders_for(email)) == 1
 
 
@@ -148,10 +156,7 @@ def test_an_answer_later_than_the_read_timeout_is_fetched_by_the_next_attempt(
         assert _reply_code(gateway, email) == 250
     finally:
         proxy.close()
-    [delivered] = smtp_sink.received()
-    [record] = gateway.store.find(email=email)
-    assert openssl_signer(tmp_path, ca, delivered.content) == record.certificate
-    assert _issued_at_ca(ca, email) == [record.certificate.public_bytes(Encoding.DER)]
+    _assert_signed_with_the_one_certificate_issued(ca, gateway, smtp_sink, tmp_path, email)
 
 
 def test_an_answer_lost_on_the_first_attempt_is_fetched_by_the_transports_own_resend(
@@ -168,10 +173,7 @@ def test_an_answer_lost_on_the_first_attempt_is_fetched_by_the_transports_own_re
     finally:
         proxy.close()
     assert proxy.dropped == 1 and proxy.connections == 2
-    [delivered] = smtp_sink.received()
-    [record] = gateway.store.find(email=email)
-    assert openssl_signer(tmp_path, ca, delivered.content) == record.certificate
-    assert _issued_at_ca(ca, email) == [record.certificate.public_bytes(Encoding.DER)]
+    _assert_signed_with_the_one_certificate_issued(ca, gateway, smtp_sink, tmp_path, email)
 
 
 class InProcessCmc:
