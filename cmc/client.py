@@ -105,7 +105,9 @@ class RevocationResult:
 
 @dataclass(frozen=True)
 class PendingEnrollment:
-    """Everything :meth:`CmcClient.poll` needs after a ``pending`` answer (RFC 5272 §6.1.1).
+    """Everything :meth:`CmcClient.poll` needs after a ``pending`` answer (RFC 5272 §6.1.1),
+    or, with an empty ``pend_token``, to send a request :meth:`CmcClient.prepare_enrollment`
+    built (again, when its answer was lost).
 
     ``request_der`` is the original Full PKI Request (its CSR names the key to be certified,
     and it is resent unchanged when the CA gave no token); ``server_nonce`` is the CA's
@@ -226,12 +228,31 @@ class CmcClient(Closing):
         Raises :class:`EnrollmentPending` (poll later), :class:`cmc.errors.CMCFailure`,
         transport errors, or the validation errors of :func:`validate_response`.
         """
+        return self.poll(self.prepare_enrollment(csr, key, access_signer=access_signer))
+
+    def prepare_enrollment(
+        self,
+        csr: x509.CertificateSigningRequest,
+        key: SigningKey,
+        *,
+        access_signer: Signer | None = None,
+    ) -> PendingEnrollment:
+        """The Full PKI Request of :meth:`enroll`, signed but not sent: a caller that must not
+        lose the transaction persists it (:meth:`PendingEnrollment.to_dict`), then sends it
+        with :meth:`poll` (unchanged, as often as needed: the CA answers a resend of a request
+        it issued with the same certificate)."""
         if csr.public_key() != key.public_key():
             raise ValueError("the CSR does not carry the public key of the given private key")
         signer = access_signer or self._signer
         signed_by: SignedBy = "end-entity" if signer is None else "access"
         request = build_full_request(signer=signer or Signer(key), requests=[csr])
-        return self._exchange_enrollment(request, request, signed_by, csr.public_key())
+        return PendingEnrollment(
+            transaction_id=_transaction_id(request),
+            pend_token=b"",
+            pend_time=self._clock(),
+            request_der=request.der,
+            signed_by=signed_by,
+        )
 
     def poll(
         self,

@@ -11,9 +11,10 @@ a readable statusString, and is appended to the audit log as ``refusal``.
 Checks, in order: the client certificate speaks for the URL's account
 (:func:`ca.service.certs.access_account`); the product is the account's; the request
 signature verifies (``badMessageCheck``) and, when a certificate signed it, that certificate
-speaks for the same account (``badIdentity``); transactionId and senderNonce are present and
-the pair was not seen before (``badRequest``); every control is supported; then each
-operation (:mod:`ca.service.operations`) runs and says its own status.
+speaks for the same account (``badIdentity``); transactionId and senderNonce are present; a
+pair seen before is a replay, answered from what its original did or refused (``badRequest``,
+see :mod:`ca.service.replay`); every control is supported; then each operation
+(:mod:`ca.service.operations`) runs and says its own status.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import binascii
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
@@ -31,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from ca.authority import CertificateAuthority
 from ca.service.certs import access_account
 from ca.service.operations import Outcome, Refusal, Subject, run_operations, unexpected
+from ca.service.replay import REPLAY_WINDOW, TransactionLocks, replayed_orders
 from ca.store.audit import AuditEvent, append_audit
 from cmc import errors as cmc_errors
 from cmc.messages.api import (
@@ -122,11 +124,14 @@ class CmcService:
         infra_cert: x509.Certificate,
         *,
         clock: Callable[[], datetime] | None = None,
+        replay_window: timedelta = REPLAY_WINDOW,
     ) -> None:
         self.ca = ca
         self.signer = signer
         self.infra_cert = infra_cert
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.replay_window = replay_window
+        self._transactions = TransactionLocks()
 
     # -- entry point ------------------------------------------------------------------------
     def handle(
@@ -264,12 +269,18 @@ class CmcService:
             raise Refusal(F.BAD_REQUEST, "a Full PKI Request needs transactionId and senderNonce")
         if txid <= 0 or len(nonce) > 128 or len(str(txid)) > 80:
             raise Refusal(F.BAD_REQUEST, "transactionId or senderNonce out of range")
-        if not self.ca.store.remember_nonce(txid, nonce):
-            raise Refusal(
-                F.BAD_REQUEST,
-                f"replayed request: transactionId {txid} with this senderNonce was seen before",
+        with self._transactions.hold(txid):  # a replay waits for its original's answer
+            now = self.clock()
+            first_seen = self.ca.store.record_nonce(txid, nonce, now=now)
+            replayed = None
+            if first_seen is not None:
+                replayed = replayed_orders(
+                    self.ca, request, subject, first_seen=first_seen, now=now,
+                    window=self.replay_window,
+                )  # fmt: skip
+            outcome = run_operations(
+                self.ca, request, None, subject, query.validity, now, replayed=replayed
             )
-        outcome = run_operations(self.ca, request, None, subject, query.validity, self.clock())
         self._audit_outcome(request, subject, outcome)
         return self._respond(request, outcome)
 

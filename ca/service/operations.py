@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -20,7 +21,13 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca.authority import CertificateAuthority, OrderRefused
 from ca.keys.errors import KeyBackendError
-from ca.store.model import OrderStatus, RevocationRefused, StoreError, UnknownCertificate
+from ca.store.model import (
+    OrderStatus,
+    OrderView,
+    RevocationRefused,
+    StoreError,
+    UnknownCertificate,
+)
 from cmc.messages.api import (
     CertificationRequest,
     CMCFailInfo,
@@ -106,12 +113,14 @@ class _Operations:
         subject: Subject,
         validity: str | None,
         now: datetime,
+        replayed: Mapping[bytes, OrderView] | None = None,
     ) -> None:
         self.ca = ca
         self.request = request
         self.subject = subject
         self.validity = validity
         self.now = now
+        self.replayed = replayed
         self.outcome = Outcome([])
 
     @property
@@ -130,6 +139,14 @@ class _Operations:
 
     # -- certification requests -------------------------------------------------------------
     def enrol(self, body_part_id: int, csr_der: bytes) -> StatusInfo:
+        if self.replayed is not None:  # answered from the order the original made
+            order = self.replayed.get(csr_der)
+            if order is None:
+                return _failed(body_part_id, F.BAD_REQUEST, "not a request of the original")
+            if order.status is not OrderStatus.FAILED:
+                return self._order_status(body_part_id, order, order.pend_token)
+            # a failed order issued nothing: asked again, it is ordered again (the CA may have
+            # been unavailable then); a refusal is simply repeated
         txid = self.request.transaction_id if self.request is not None else None
         nonce = self.request.sender_nonce if self.request is not None else None
         client = self.subject.client
@@ -163,6 +180,11 @@ class _Operations:
             return _failed(
                 body_part_id, F.BAD_REQUEST, "queryPending must keep the original transactionId"
             )
+        return self._order_status(body_part_id, order, bytes(token))
+
+    def _order_status(self, body_part_id: int, order: OrderView, token: bytes | None) -> StatusInfo:
+        """What an existing order says now: issued (its certificate), failed, or pending
+        (with ``token``, or a new pendToken when the order has none yet)."""
         if order.status is OrderStatus.ISSUED and order.certificate_serial:
             view = self.ca.store.get_certificate(order.certificate_serial)
             cert = x509.load_der_x509_certificate(view.der)
@@ -173,8 +195,11 @@ class _Operations:
             return _failed(body_part_id, F.BAD_REQUEST, reason)
         if order.status.is_final:
             return _failed(body_part_id, F.BAD_REQUEST, f"order {order.id} is {order.status}")
+        if token is None:
+            token = os.urandom(16)
+            self.ca.store.set_pend_token(order.id, token)
         note = f"order {order.id} is {order.status.value}"
-        return _pending(body_part_id, bytes(token), self.now, note)
+        return _pending(body_part_id, token, self.now, note)
 
     def _own_issuer(self, issuer: x509.Name, serial: int) -> str:
         if issuer != self.ca.issuing_cert.subject:
@@ -226,9 +251,15 @@ def run_operations(
     subject: Subject,
     validity: str | None,
     now: datetime,
+    *,
+    replayed: Mapping[bytes, OrderView] | None = None,
 ) -> Outcome:
-    """Statuses (and certificates to return) for a verified request; see the module doc."""
-    ops = _Operations(ca, request, subject, validity, now)
+    """Statuses (and certificates to return) for a verified request; see the module doc.
+
+    ``replayed``: the request is a replay (:mod:`ca.service.replay`) and these are the orders its
+    original made, by CSR (DER): each tcr is answered from its order, nothing is ordered.
+    """
+    ops = _Operations(ca, request, subject, validity, now, replayed)
     if request is None:
         assert simple_der is not None
         ops.run(1, ops.enrol, simple_der)

@@ -351,24 +351,33 @@ class Store(CertificatesMixin, JobsMixin, Closing):
         self, transaction_id: int | str, sender_nonce: bytes, *, now: datetime | None = None
     ) -> bool:
         """Record a (transactionId, senderNonce) pair: False when it was seen before (replay)."""
+        return self.record_nonce(transaction_id, sender_nonce, now=now) is None
+
+    def record_nonce(
+        self, transaction_id: int | str, sender_nonce: bytes, *, now: datetime | None = None
+    ) -> datetime | None:
+        """Record a (transactionId, senderNonce) pair: None when it is new, else when it was
+        first seen (the message is a replay; :mod:`ca.service.replay` decides how to answer)."""
         txid = str(int(transaction_id))
         if len(txid) > 80 or not sender_nonce or len(sender_nonce) > 128:
             raise StoreError("transactionId or senderNonce out of range")
         nonce = sender_nonce.hex()
-        query = select(NonceRow.id).where(
+        query = select(NonceRow.seen_at).where(
             NonceRow.transaction_id == txid, NonceRow.sender_nonce == nonce
         )
         try:
             with self.write_session() as session:
-                if session.execute(query).first() is not None:
-                    return False
+                seen = session.execute(query).scalar_one_or_none()
+                if seen is not None:
+                    return seen
                 session.add(
                     NonceRow(transaction_id=txid, sender_nonce=nonce, seen_at=now or utcnow())
                 )
                 session.flush()
-                return True
-        except StoreConflict:
-            return False  # another process recorded the same pair first
+                return None
+        except StoreConflict:  # another process recorded the same pair first
+            with self.read_session() as session:
+                return session.execute(query).scalar_one()
 
     def forget_nonces_before(self, cutoff: datetime) -> int:
         """Drop replay records older than ``cutoff`` (older messages fail the time check)."""

@@ -8,12 +8,13 @@ the new identity, so that very message is signed.  :class:`Enroller` does the wo
 
 1. a key pair in the users' key backend: taken from the :class:`~gateway.broker.keypool.KeyPool`
    when one is configured (label ``pool:...``), else generated as ``user:<email>:<n>``;
+   recorded in the address's state file first (:mod:`gateway.broker.keys`);
 2. a PKCS#10 request with subject and SAN from ``pki.subject_for(email, display_name)``.
    The pipeline passes only the address (``signing_identity(email)``): the CN of a Gold
    product is then the address; ``signing_identity(email, display_name=...)`` exists for
    a caller that knows the From header's display name;
 3. a Full PKI Request through the CMC client (issuer checked against ``issuerDN``, chain and
-   response signature validated there), in a worker thread;
+   response signature validated there), in a worker thread; recorded before it is sent;
 4. the certificate stored with source ``pki`` and its key label; the chain as CA material.
 
 Single flight: one enrolment per address at a time.  Callers for an address with a job in
@@ -30,18 +31,22 @@ Outcomes, as the pipeline sees them:
   kept and :meth:`Enroller.poll_pending` (run by the scheduler) finishes it.  Messages in
   between do not contact the CA.  (The pipeline turns a ``TemporaryFailure`` into 451 only
   under sign=always; under sign=allow the mail goes unsigned meanwhile.);
-* CA unreachable, ``tryLater``, 5xx: ``TemporaryFailure`` (451); the key is kept for the
-  next attempt (it is recorded before the request goes out), nothing is lost;
+* no answer (CA unreachable, connection broken after the request left, read timeout, 5xx,
+  the gateway died meanwhile): ``TemporaryFailure`` (451); the key and the request sent are
+  kept, and the next attempt (or the background poll) sends that very request again: the CA
+  answers it from what it did (the certificate it issued, see :mod:`ca.service.replay`) instead
+  of issuing a second one;
+* ``tryLater``: 451; the key is kept, the next attempt sends a new request with it;
 * refused for good (``CMCFailure``, a response that fails validation, a subject that cannot
   be built): :class:`EnrolmentRefused`; ``EnrollingCertificates`` logs it and answers None
   (the policy then decides: sign=always refuses the message, sign=allow sends it unsigned).
   The refusal is remembered for ``refusal_backoff`` so the CA is not asked for every mail.
 
 State: one JSON file per address, see :mod:`gateway.broker.state` (written atomically:
-temporary file, fsync, rename) holding the key label in use and, when pending, the
-``PendingEnrollment``; removed once the certificate is stored.  With ``publication`` (an
-external PKI and ``cmcgate.publish.ldap.*``), each stored certificate is then published to
-LDAP, best effort and off the mail's path: see :mod:`gateway.broker.publication`.
+temporary file, fsync, rename) holding the key label in use, the request sent and, when
+pending, the ``PendingEnrollment``; removed once the certificate is stored.  With
+``publication`` (an external PKI and ``cmcgate.publish.ldap.*``), each stored certificate is
+then published to LDAP, best effort and off the mail's path: see :mod:`gateway.broker.publication`.
 """
 
 from __future__ import annotations
@@ -63,10 +68,11 @@ from cryptography.x509.oid import NameOID
 
 from ca.keys import KeyBackendError, KeyNotFound, PrivateKeyHandle
 from cmc.client import CmcClient, EnrollmentPending, EnrollmentResult, PendingEnrollment, classify
-from cmc.errors import TemporaryFailure
+from cmc.errors import CMCTryLater, TemporaryFailure
 from config.errors import CmcgateError
 from config.model import EnrolmentSettings, PkiConnection
 from gateway.broker.keypool import KeyPool
+from gateway.broker.keys import recorded_new_key
 from gateway.broker.publication import Publication
 from gateway.broker.state import EnrolmentState, StateFiles
 from gateway.certs.keystore import KeyStore, KeyStoreError
@@ -178,7 +184,8 @@ class Enroller:
         return cast(SigningIdentity, future.result())
 
     def poll_pending(self) -> PollReport:
-        """Ask the CA about every pending enrolment; store what was issued (blocking)."""
+        """Ask the CA about every pending enrolment and every request whose answer was lost;
+        store what was issued (blocking)."""
         report = PollReport()
         if self.publication is not None:
             self.publication.retry()
@@ -189,8 +196,8 @@ class Enroller:
             except TemporaryFailure as exc:
                 report.failed[email] = str(exc)
                 continue
-            if state is not None and state.pending is not None:
-                jobs[email] = self._submit(email, self._poll)
+            if state is not None and (state.pending is not None or state.sent is not None):
+                jobs[email] = self._submit(email, self._poll)  # pending, or answer lost
         for email, job in jobs.items():
             try:
                 job.result()
@@ -250,11 +257,14 @@ class Enroller:
         if state is not None and state.pending is not None:
             raise EnrolmentPending(email, "request sent earlier")
         key = self._load_key(state.key_label) if state is not None else None
+        if state is not None and key is not None and state.sent is not None:
+            return self._ask_again(state, key)  # its answer was lost: the same transaction
         if state is None or key is None:
-            key = self._new_key(email)
-            state = EnrolmentState(email, key.label, now, None,
-                                   renewing.fingerprint if renewing else None)  # fmt: skip
-            self.state.save(state)  # before the request leaves: a retry reuses the key
+            started = EnrolmentState(email, "", now, None,
+                                     renewing.fingerprint if renewing else None)  # fmt: skip
+            state, key = recorded_new_key(
+                self.state, self.keys, self.pool, self.settings.key_type, started
+            )
         try:
             subject, emails = self.pki.subject_for(email, display_name)
             csr = (
@@ -269,11 +279,18 @@ class Enroller:
         except CmcgateError as exc:
             self._give_up(state, exc)
             raise EnrolmentRefused(f"no certificate request for {email}: {exc}") from exc
-        return self._exchange(state, key, lambda client: client.enroll(csr, key))
+
+        def send(client: CmcClient) -> EnrollmentResult:
+            prepared = client.prepare_enrollment(csr, key)
+            state.sent = prepared.to_dict()
+            self.state.save(state)  # before it leaves: a lost answer is asked for again
+            return client.poll(prepared, key=key)
+
+        return self._exchange(state, key, send)
 
     def _poll(self, email: str) -> SigningIdentity:
         state = self.state.load(email)
-        if state is None or state.pending is None:
+        if state is None or (state.pending is None and state.sent is None):
             record = self.store.best_for_signing(email, at=self.clock())
             if record is None:
                 raise EnrolmentRefused(f"nothing pending for {email}")
@@ -283,13 +300,19 @@ class Enroller:
             exc = EnrolmentRefused(f"key {state.key_label} of {email}'s pending request is gone")
             self._give_up(state, exc)
             raise exc
+        return self._ask_again(state, key)
+
+    def _ask_again(self, state: EnrolmentState, key: PrivateKeyHandle) -> SigningIdentity:
+        """The CA about the request sent earlier: a queryPending when it answered pending,
+        else that request once more (the CA answers a request it issued with the same
+        certificate, see :mod:`ca.service.replay`)."""
         try:
-            pending = PendingEnrollment.from_dict(state.pending)
+            earlier = PendingEnrollment.from_dict(state.pending or state.sent or {})
         except (ValueError, KeyError, TypeError) as exc:
-            refused = EnrolmentRefused(f"pending enrolment of {email} is damaged: {exc}")
+            refused = EnrolmentRefused(f"{state.email}'s recorded request is damaged: {exc}")
             self._give_up(state, refused)
             raise refused from exc
-        return self._exchange(state, key, lambda client: client.poll(pending, key=key))
+        return self._exchange(state, key, lambda client: client.poll(earlier, key=key))
 
     def _exchange(
         self,
@@ -301,7 +324,7 @@ class Enroller:
         try:
             result = call(self._client())
         except EnrollmentPending as exc:
-            state.pending = exc.pending.to_dict()
+            state.pending, state.sent = exc.pending.to_dict(), None
             self.state.save(state)
             log.info("enrolment of %s is pending at the CA (transaction %d)",
                      email, exc.pending.transaction_id)  # fmt: skip
@@ -311,6 +334,8 @@ class Enroller:
                 self._give_up(state, exc)
                 raise EnrolmentRefused(f"the CA refused to enrol {email}: {exc}") from exc
             self._drop_client()
+            if isinstance(exc, CMCTryLater) and state.sent is not None:
+                self._forget_sent(state)  # the CA answered tryLater: a new request next time
             log.warning("enrolment of %s failed for now (key %s kept): %s",
                         email, state.key_label, exc)  # fmt: skip
             if isinstance(exc, TemporaryFailure):
@@ -343,6 +368,13 @@ class Enroller:
                 self._executor.submit(self.publication.attempt, email, der)
             except RuntimeError:  # shutting down: poll_pending's retry after the restart
                 pass
+
+    def _forget_sent(self, state: EnrolmentState) -> None:
+        state.sent = None
+        try:
+            self.state.save(state)
+        except TemporaryFailure as exc:  # not fatal: the next attempt resends the request
+            log.warning("enrolment of %s: %s", state.email, exc)
 
     def _give_up(self, state: EnrolmentState, exc: BaseException) -> None:
         """A permanent refusal: forget the attempt and destroy its key (never used)."""
@@ -380,13 +412,6 @@ class Enroller:
         return SigningIdentity(
             cast(SignKey, key), record.certificate, tuple(self.store.chain_for(record))
         )
-
-    def _new_key(self, email: str) -> PrivateKeyHandle:
-        if self.pool is not None:
-            taken = self.pool.take(email)
-            if taken is not None:
-                return taken
-        return self.keys.generate_for(email, self.settings.key_type)
 
     def _load_key(self, label: str) -> PrivateKeyHandle | None:
         try:

@@ -14,7 +14,10 @@ Claims.  Taking a key writes a claim file ``<claims_dir>/<label>`` with ``O_EXCL
 the address it went to, for the operator), so a key is handed out once even when several
 gateway processes share the key backend — as long as they share the claims directory too (it
 lives under the gateway's state directory).  A pool key without a claim file is free; one
-with a claim file is never offered again, whatever happens to its enrolment.
+with a claim file is never offered again once its enrolment is recorded.  A key whose
+enrolment could not even be recorded (a full state directory) is given back
+(:meth:`KeyPool.give_back`): its claim is removed and the next enrolment takes it, instead
+of each such message costing the pool a key.
 
 Refilling runs in a daemon thread (:meth:`KeyPool.start`) that wakes whenever a key is taken
 and otherwise every few minutes, and generates only once no key has been taken for ``quiet``
@@ -133,7 +136,13 @@ class KeyPool:
                         self.misses += 1
                         return None
                     label = self._free.pop(0)
-                if not self._claim(label, email):
+                try:
+                    claimed = self._claim(label, email)
+                except KeyPoolError:
+                    with self._lock:
+                        self._free.insert(0, label)  # still free: the claim was not made
+                    raise
+                if not claimed:
                     continue  # another process took it
                 try:
                     handle = self.keys.backend.load(label)
@@ -152,9 +161,25 @@ class KeyPool:
             return False
         except OSError as exc:
             raise KeyPoolError(f"cannot claim pool key {label}: {exc.strerror}") from exc
-        with os.fdopen(fd, "w") as handle:
-            handle.write(email + "\n")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(email + "\n")
+        except OSError as exc:  # e.g. a full disk: no claim rather than a half-written one
+            self._claim_path(label).unlink(missing_ok=True)
+            raise KeyPoolError(f"cannot claim pool key {label}: {exc.strerror}") from exc
         return True
+
+    def give_back(self, label: str) -> None:
+        """Free a key :meth:`take` handed out that was never used (its enrolment could not
+        be recorded): its claim is removed and the next :meth:`take` hands it out again."""
+        try:
+            self._claim_path(label).unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("pool key %s stays claimed (unused): %s", label, exc.strerror)
+            return
+        with self._lock:
+            self._free.insert(0, label)
+        self.taken -= 1
 
     # -- refilling ------------------------------------------------------------------------
     def refill(self, *, when_quiet: bool = False) -> int:

@@ -1,13 +1,16 @@
 """The enroller's state on disk: one JSON file per address under ``<state_dir>/enrolments/``.
 
-A file exists while an enrolment is under way: it names the key the request certifies
-(written *before* the request leaves, so a retry after "CA unreachable" reuses the key
-instead of making another) and, when the CA answered ``pending``, the
-:class:`~cmc.client.PendingEnrollment` (:meth:`~cmc.client.PendingEnrollment.to_dict`) that
-the background poll resumes.  It is removed once the certificate is stored.  Writes are
-atomic (temporary file, fsync, rename, fsync of the directory); file names are the address,
-percent-encoded.  Kept out of the certificate store on purpose: it is the enroller's
-scratch state, not certificates.
+A file exists while an enrolment is under way.  It names the key the request certifies,
+written *before* the key is made (so a key is never made for an enrolment that cannot be
+recorded) and reused by every retry; ``sent``, the request itself
+(:meth:`cmc.client.CmcClient.prepare_enrollment`), written *before* it leaves, so that when
+its answer is lost (connection broken, read timeout, the gateway died) the retry asks about
+the same transaction instead of ordering a second certificate; and, when the CA answered
+``pending``, the :class:`~cmc.client.PendingEnrollment`
+(:meth:`~cmc.client.PendingEnrollment.to_dict`) that the background poll resumes.  It is
+removed once the certificate is stored.  Writes are atomic (temporary file, fsync, rename,
+fsync of the directory); file names are the address, percent-encoded.  Kept out of the
+certificate store on purpose: it is the enroller's scratch state, not certificates.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class EnrolmentState:
     started: datetime
     pending: dict[str, Any] | None = None
     renewing: str | None = None  # fingerprint of the certificate being renewed
+    sent: dict[str, Any] | None = None  # the request sent, not answered (yet)
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "started": self.started.isoformat()}
@@ -79,6 +83,7 @@ class StateFiles:
             finally:
                 os.close(dir_fd)
         except OSError as exc:
+            tmp.unlink(missing_ok=True)  # a full disk keeps no half-written leftovers
             raise TemporaryFailure(f"{path}: cannot write enrolment state: {exc}") from exc
 
     @contextmanager

@@ -16,6 +16,7 @@ key is accepted as the partner of a certificate their public keys are compared
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from cryptography import x509
@@ -133,12 +134,25 @@ class KeyStore(Closing):
         return None
 
     # -- making and bringing keys --------------------------------------------------------------
-    def generate_for(self, email: str, key_type: KeyType | str) -> PrivateKeyHandle:
-        """A new key for ``email``, generated in the backend under the next free label."""
+    def generate_for(
+        self,
+        email: str,
+        key_type: KeyType | str,
+        *,
+        before: Callable[[str], object] | None = None,
+    ) -> PrivateKeyHandle:
+        """A new key for ``email``, generated in the backend under the next free label.
+
+        ``before(label)`` runs first (the enroller records the label there): when it raises,
+        no key is made.
+        """
         kt = KeyType.parse(key_type)
         for _ in range(5):
+            label = self._next_label(email)
+            if before is not None:
+                before(label)
             try:
-                return self.backend.generate(self._next_label(email), kt)
+                return self.backend.generate(label, kt)
             except KeyExists:  # another process took the label: count on
                 continue
         raise KeyStoreError(f"could not find a free key label for {email}")

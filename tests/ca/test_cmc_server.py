@@ -363,16 +363,6 @@ def _status_of(running: Running, answer: bytes) -> tuple[str | None, str | None]
     return status.fail_info_name, status.status_string
 
 
-def test_a_replayed_request_is_refused(running: Running) -> None:
-    signer = running.access_signer()
-    csr, _ = _csr("ivy@example.org")
-    request = build_full_request(signer=signer, requests=[csr])
-    first = _status_of(running, _raw_exchange(running, request.der))
-    assert first[0] is None, first
-    again = _status_of(running, _raw_exchange(running, request.der))
-    assert again[0] == "badRequest" and "replayed" in (again[1] or "")
-
-
 def test_a_tampered_request_fails_the_message_check(running: Running) -> None:
     signer = running.access_signer()
     csr, _ = _csr("jack@example.org")

@@ -180,15 +180,26 @@ def make_gateway(
     ca, auto, manual = bundled
     made: list[Gateway] = []
 
-    def make(*, manual_approval: bool = False, pool_size: int = 0) -> Gateway:
+    def make(
+        *,
+        manual_approval: bool = False,
+        pool_size: int = 0,
+        pki: PkiConnection | None = None,
+        keys: KeyStore | None = None,
+        state_dir: Path | None = None,
+    ) -> Gateway:
+        """``pki``, ``keys`` and ``state_dir`` replace the defaults (the bundled CA's auto or
+        manual product, software keys, the test's temporary directory)."""
         internal = ("example.org", "elsewhere.example")
-        pki = manual if manual_approval else auto
+        pki = pki or (manual if manual_approval else auto)
         store = CertStore.open(f"sqlite:///{tmp_path / 'gateway.db'}")
-        keys = KeyStore(SoftwareBackend(tmp_path / "user-keys", passphrase="user-key-secret"))
+        if keys is None:
+            keys = KeyStore(SoftwareBackend(tmp_path / "user-keys", passphrase="user-key-secret"))
         settings = EnrolmentSettings(key_pool_size=pool_size, key_type="rsa2048")
         enroller = Enroller(
-            store, keys, lambda: client_from_config(pki), pki, settings, state_dir=tmp_path
-        ).start()
+            store, keys, lambda: client_from_config(pki), pki, settings,
+            state_dir=state_dir or tmp_path,
+        ).start()  # fmt: skip
         certificates = EnrollingCertificates(
             StoreCertificates(store, keys), enroller, internal_domains=internal
         )
