@@ -358,8 +358,10 @@ class LookupCertificates:
         except NotAnAddress:
             return None
 
-    async def signing_identity(self, email: str) -> SigningIdentity | None:
-        return await self.inner.signing_identity(email)
+    async def signing_identity(
+        self, email: str, display_name: str | None = None
+    ) -> SigningIdentity | None:
+        return await self.inner.signing_identity(email, display_name=display_name)
 
     async def decryption_keys(self, email: str) -> Sequence[DecryptionKey]:
         return await self.inner.decryption_keys(email)

@@ -10,7 +10,9 @@ encryption certificate (so the sent copy stays readable), sign-then-encrypt when
 last when a key is configured for the envelope sender's domain.  Mail the client already
 signed is not signed again; mail it already encrypted is passed on as it is
 (``client-encrypted``).  Only the sender's own key signs: signing needs an internal sender.
-Certificates whose key cannot do RSA key transport count as "no certificate".
+Certificates whose key cannot do RSA key transport count as "no certificate".  The sender's
+identity is asked for with the From header's display name for the envelope sender
+(:mod:`gateway.from_header`): a sender enrolled on this message gets it as a Gold CN.
 
 One message, one DATA reply (RFC 5321 has no per-recipient reply after DATA), so a
 recipient's outcome decides for the whole message: any ``tempfail`` → ``451 4.7.1`` (retrying
@@ -54,7 +56,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from ca.keys.errors import DecryptionFailed as KeyDecryptionFailed
 from ca.keys.errors import KeyBackendError
 from cmc.errors import TemporaryFailure
-from gateway import dkim, smime
+from gateway import dkim, from_header, smime
 from gateway.policy import Decision, EncryptMode, Outcome, Policy, SignMode, decide, group
 from gateway.quarantine import Quarantine, QuarantineError
 from gateway.relay import Reply
@@ -94,7 +96,11 @@ class Certificates(Protocol):
 
     async def encryption_certificate(self, email: str) -> x509.Certificate | None: ...
 
-    async def signing_identity(self, email: str) -> SigningIdentity | None: ...
+    async def signing_identity(
+        self, email: str, display_name: str | None = None
+    ) -> SigningIdentity | None:
+        """``display_name``: the From header's name for ``email`` (a Gold enrolment's CN)."""
+        ...
 
     async def decryption_keys(self, email: str) -> Sequence[DecryptionKey]: ...
 
@@ -193,7 +199,8 @@ class SmimePipeline:
         signed = kind in ("signed", "opaque-signed")
         if internal_sender and wants_sign and not signed:
             must_sign = any(m[0] is SignMode.ALWAYS for m in modes.values())
-            identity = await self._signing_identity(sender, required=must_sign)
+            name = from_header.display_name(t.content, sender)
+            identity = await self._signing_identity(sender, name, required=must_sign)
         looked_up = [r for r in recipients if modes[r][1] is not EncryptMode.NEVER]
         found = await asyncio.gather(
             *(
@@ -276,11 +283,13 @@ class SmimePipeline:
                 actions = [*actions, "no-dkim"]
         return Copy(tuple(recipients), content, ("outbound", *actions))
 
-    async def _signing_identity(self, sender: str, *, required: bool) -> SigningIdentity | None:
+    async def _signing_identity(
+        self, sender: str, display_name: str | None, *, required: bool
+    ) -> SigningIdentity | None:
         """The sender's key and certificate; a temporary failure (CA down, enrolment pending)
         is a 4xx only when signing is mandatory ("sign: always"), else the mail goes unsigned."""
         try:
-            return await self.certificates.signing_identity(sender)
+            return await self.certificates.signing_identity(sender, display_name=display_name)
         except TemporaryFailure as exc:
             if required:
                 raise

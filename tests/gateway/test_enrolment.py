@@ -1,6 +1,7 @@
 """The certificate broker enrols internal senders on their first mail, on real services.
 
-A real bundled CA (software keys) serves CMC over HTTPS with client certificates; the gateway
+A real bundled CA (software keys; products: example-silver (auto), example-manual (approval),
+example-gold (sponsor profile)) serves CMC over HTTPS with client certificates; the gateway
 reads a properties file in the seed's form, takes mail over real SMTP, enrols through the
 real CMC client and relays to the SMTP sink; openssl judges the signatures.
 """
@@ -52,6 +53,13 @@ MANUAL_PRODUCT = """
     approval: manual
     allow_simple_request: false
     publish_ldap: false
+  example-gold:
+    profile: sponsor
+    validities: [1y]
+    key_types: [rsa2048, rsa3072, ec-p256]
+    approval: auto
+    allow_simple_request: false
+    publish_ldap: false
 """
 
 
@@ -91,12 +99,23 @@ class BundledCa:
                 self.service.ca.approve(order.id, "test-operator")
 
 
-def write_properties(tmp: Path, ca: BundledCa, product: str, name: str) -> Path:
-    """A gateway properties file in the seed's (Totemo/SwissSign) form."""
+def write_properties(
+    tmp: Path,
+    ca: BundledCa,
+    product: str,
+    name: str,
+    *,
+    subject_template: str = "CN=Secure Mail: Gateway Certificate",
+    issuer_dn: str | None = None,
+    trusted_roots: str = "root-ca.pem",
+    extra: dict[str, object] | None = None,
+) -> Path:
+    """A gateway properties file in the seed's (Totemo/SwissSign) form; ``trusted_roots`` is
+    a file of the CA's directory."""
     password = tmp / "access.pass"
     password.write_bytes(PASSWORD + b"\n")
     password.chmod(0o600)
-    issuer = ca.service.ca.issuing_cert.subject.rfc4514_string()
+    issuer = issuer_dn or ca.service.ca.issuing_cert.subject.rfc4514_string()
     path = tmp / f"{name}.properties"
     path.write_text(
         pki_connection_properties(
@@ -107,10 +126,12 @@ def write_properties(tmp: Path, ca: BundledCa, product: str, name: str) -> Path:
             issuer_dn=issuer,
             access_p12=tmp / "access.p12",
             access_password_file=password,
-            trusted_roots=ca.directory / "root-ca.pem",
+            trusted_roots=ca.directory / trusted_roots,
+            subject_template=subject_template,
             type_="rfc5272",
             fetch_for_recipients=False,
             extra={
+                **(extra or {}),
                 "cmcgate.pki.retries": 1,
                 "cmcgate.pki.connectTimeout": 2,
                 "cmcgate.gateway.internalDomains": "example.org",
@@ -135,7 +156,7 @@ def start_bundled_ca(tmp: Path) -> tuple[BundledCa, PkiConnection, PkiConnection
     )  # fmt: skip
     ca_yaml = directory / "ca.yaml"
     text = ca_yaml.read_text().replace(
-        "products: [example-silver]", "products: [example-silver, example-manual]"
+        "products: [example-silver]", "products: [example-silver, example-manual, example-gold]"
     )
     ca_yaml.write_text(text + MANUAL_PRODUCT)
     service = ca.start()
@@ -164,9 +185,9 @@ class Gateway:
     ca: BundledCa
     controller: object
 
-    def send(self, sender: str, body: str = "Hello Bob") -> None:
+    def send(self, sender: str, body: str = "Hello Bob", *, from_header: str | None = None) -> None:
         message = (
-            f"From: {sender}\r\nTo: bob@partner.example\r\nSubject: hi\r\n"
+            f"From: {from_header or sender}\r\nTo: bob@partner.example\r\nSubject: hi\r\n"
             f"Message-ID: <{threading.get_ident()}.{id(body)}@example.org>\r\n\r\n{body}\r\n"
         ).encode()
         with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as client:
@@ -177,12 +198,14 @@ class Gateway:
 def make_gateway(
     bundled: tuple, smtp_sink: SmtpSink, tmp_path: Path
 ) -> Iterator[Callable[..., Gateway]]:
-    ca, auto, manual = bundled
+    ca, auto, manual = bundled[:3]
     made: list[Gateway] = []
 
-    def make(*, manual_approval: bool = False, pool_size: int = 0) -> Gateway:
+    def make(
+        *, manual_approval: bool = False, pool_size: int = 0, pki: PkiConnection | None = None
+    ) -> Gateway:
         internal = ("example.org", "elsewhere.example")
-        pki = manual if manual_approval else auto
+        pki = pki or (manual if manual_approval else auto)
         store = CertStore.open(f"sqlite:///{tmp_path / 'gateway.db'}")
         keys = KeyStore(SoftwareBackend(tmp_path / "user-keys", passphrase="user-key-secret"))
         settings = EnrolmentSettings(key_pool_size=pool_size, key_type="rsa2048")
