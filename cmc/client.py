@@ -29,7 +29,8 @@ from typing import Any, Literal, Protocol
 
 from cryptography import x509
 
-from cmc.errors import CmcError, CMCPending, ResponseMismatch, TemporaryFailure
+from cmc.errors import CmcError, CMCPending, IssuerMismatch, ResponseMismatch, TemporaryFailure
+from cmc.issuer import IssuerChains, check_issuer, names_match, revoke_unkept
 from cmc.messages import (
     FullPKIRequest,
     FullPKIResponse,
@@ -190,9 +191,12 @@ class CmcClient(Closing):
     """The CMC protocol steps against one CA; see the module docstring for who signs.
 
     ``trust_anchors`` are the roots the CA's response signature and every returned
-    certificate must chain to; ``issuer_dn`` (Totemo's ``issuerDN``), when set, is the only
-    issuer accepted for enrolled certificates; ``signer_for_request`` is the access/RA
-    credential that signs requests; ``clock`` gives "now" for certificate validity checks.
+    certificate must chain to; ``issuer_dn`` (Totemo's ``issuerDN``), when set, must name a
+    CA on an enrolled certificate's issuer chain (:mod:`cmc.issuer`: checked before sending
+    where the chain is known from ``issuer_chains`` — shared by a gateway's clients — and on
+    every answer; a certificate issued all the same is revoked at the CA, best effort, and
+    refused); ``signer_for_request`` is the access/RA credential that signs requests;
+    ``clock`` gives "now" for certificate validity checks.
     """
 
     def __init__(
@@ -203,6 +207,7 @@ class CmcClient(Closing):
         issuer_dn: x509.Name | None = None,
         signer_for_request: Signer | None = None,
         clock: Callable[[], datetime] | None = None,
+        issuer_chains: IssuerChains | None = None,
     ) -> None:
         if not trust_anchors:
             raise ValueError("CmcClient needs at least one trust anchor to check responses")
@@ -211,6 +216,7 @@ class CmcClient(Closing):
         self._issuer_dn = issuer_dn
         self._signer = signer_for_request
         self._clock = clock or (lambda: datetime.now(UTC))
+        self.issuer_chains = issuer_chains or IssuerChains(self._anchors)
 
     # --- enrolment ------------------------------------------------------------------------
 
@@ -228,6 +234,7 @@ class CmcClient(Closing):
         """
         if csr.public_key() != key.public_key():
             raise ValueError("the CSR does not carry the public key of the given private key")
+        self.issuer_chains.check_before_sending(self._issuer_dn)
         signer = access_signer or self._signer
         signed_by: SignedBy = "end-entity" if signer is None else "access"
         request = build_full_request(signer=signer or Signer(key), requests=[csr])
@@ -282,7 +289,7 @@ class CmcClient(Closing):
     ) -> EnrollmentResult:
         answer = self._transport.send(request.der, full=True)
         try:
-            validated = self._validate(answer, request, self._issuer_dn, public_key)
+            validated = self._validate(answer, request, None, public_key)
         except CMCPending as exc:
             response = parse_response(answer)  # verified by validate_response already
             raise EnrollmentPending(
@@ -299,6 +306,12 @@ class CmcClient(Closing):
                 )
             ) from None
         assert validated.issued is not None  # an enrolment always checks for our key
+        self.issuer_chains.learn(validated.issued_chain)
+        try:
+            check_issuer(validated.issued, validated.issued_chain, self._issuer_dn, self._anchors)
+        except IssuerMismatch as exc:
+            revoke_unkept(self.revoke, validated.issued, exc)
+            raise
         return EnrollmentResult(
             certificate=validated.issued,
             chain=validated.issued_chain,
@@ -313,18 +326,26 @@ class CmcClient(Closing):
         self, issuer: x509.Name, serial_number: int, *, signer: Signer | None = None
     ) -> x509.Certificate:
         """RFC 5272 §6.9 getCert: the certificate ``issuer`` issued as ``serial_number``."""
+        return self.fetch(issuer, serial_number, signer=signer)[0]
+
+    def fetch(
+        self, issuer: x509.Name, serial_number: int, *, signer: Signer | None = None
+    ) -> tuple[x509.Certificate, tuple[x509.Certificate, ...]]:
+        """:meth:`get_cert` with the chain (issuer first) the answer was validated with."""
         request = build_get_cert_request(
             issuer, serial_number, signer=self._required_signer(signer, "getCert")
         )
         answer = self._transport.send(request.der, full=True)
-        validated = self._validate(answer, request, issuer)
+        validated = self._validate(answer, request, None)
         found = validated.issued
         if found is None or found.serial_number != serial_number:
             raise ResponseMismatch(
                 f"getCert for serial {serial_number:x} was answered with "
                 + ("no certificate" if found is None else f"serial {found.serial_number:x}")
             )
-        return found
+        if not names_match(found.issuer, issuer):
+            raise IssuerMismatch(f"getCert answered with a certificate of {found.issuer}")
+        return found, validated.issued_chain
 
     def revoke(
         self,
@@ -407,6 +428,7 @@ def client_from_settings(
     issuer_dn: x509.Name | None = None,
     sign_with_access: bool = True,
     clock: Callable[[], datetime] | None = None,
+    issuer_chains: IssuerChains | None = None,
 ) -> CmcClient:
     """A client over a fresh :class:`CmcTransport`; the adapter for the config loader.
 
@@ -423,4 +445,5 @@ def client_from_settings(
         issuer_dn=issuer_dn,
         signer_for_request=signer,
         clock=clock,
+        issuer_chains=issuer_chains,
     )

@@ -151,7 +151,8 @@ class Broker:
             if pki is not None and pki.enrol_internal_users:
                 from apscheduler.schedulers.background import BackgroundScheduler
 
-                from cmc.client_config import client_from_config
+                from cmc.client_config import client_from_config, trusted_roots
+                from cmc.issuer import IssuerChains
                 from gateway import renewal
                 from gateway.enrolment import Enroller
 
@@ -160,8 +161,12 @@ class Broker:
                     from gateway.publication import Publication, writer_for
 
                     publication = Publication(writer_for(config.publish), config.gateway.state_dir)
+                # one for all CMC clients: what one answer taught about the CA's chain
+                # is checked before any later request (issuerDN, cmc.issuer)
+                chains = IssuerChains(trusted_roots(pki))
                 broker.enroller = Enroller(
-                    stores.certs, stores.require_keys(), lambda: client_from_config(pki), pki,
+                    stores.certs, stores.require_keys(),
+                    lambda: client_from_config(pki, issuer_chains=chains), pki,
                     config.enrolment, state_dir=config.gateway.state_dir,
                     publication=publication,
                 )  # fmt: skip
