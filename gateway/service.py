@@ -140,6 +140,8 @@ class Broker:
         pki = config.pki
         try:
             directories = config.lookup.directories
+            if pki is not None and pki.fetch_for_recipients and pki.directory is not None:
+                directories = (*directories, pki.directory)  # getFromPKIForNewRecipients
             if directories:
                 from gateway.lookup import LookupCertificates, RecipientLookup
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -63,6 +64,11 @@ MANUAL_PRODUCT = """
 """
 
 
+def _without_scheduled_publication(scheduler: Any, _service: CaService) -> None:
+    if scheduler.get_job("ldap-publish") is not None:
+        scheduler.remove_job("ldap-publish")
+
+
 @dataclass
 class BundledCa:
     """The bundled CA behind a real HTTPS CMC endpoint; :meth:`stop`/:meth:`start` it."""
@@ -71,11 +77,15 @@ class BundledCa:
     https_port: int
     http_port: int
     thread: ServiceThread | None = None
+    #: False: the LDAP publication job is not scheduled (a test runs the publisher itself)
+    scheduled_publication: bool = True
 
     def start(self) -> CaService:
         service = CaService(
             self.directory, https=("127.0.0.1", self.https_port), http=("127.0.0.1", self.http_port)
         )
+        if not self.scheduled_publication:
+            service.extra_jobs = _without_scheduled_publication  # type: ignore[attr-defined]
         self.thread = ServiceThread(service)
         return self.thread.start()
 
@@ -108,6 +118,7 @@ def write_properties(
     subject_template: str = "CN=Secure Mail: Gateway Certificate",
     issuer_dn: str | None = None,
     trusted_roots: str = "root-ca.pem",
+    fetch_for_recipients: bool = False,
     extra: dict[str, object] | None = None,
 ) -> Path:
     """A gateway properties file in the seed's (Totemo/SwissSign) form; ``trusted_roots`` is
@@ -129,7 +140,7 @@ def write_properties(
             trusted_roots=ca.directory / trusted_roots,
             subject_template=subject_template,
             type_="rfc5272",
-            fetch_for_recipients=False,
+            fetch_for_recipients=fetch_for_recipients,
             extra={
                 **(extra or {}),
                 "cmcgate.pki.retries": 1,
@@ -144,15 +155,20 @@ def write_properties(
     return path
 
 
-def start_bundled_ca(tmp: Path) -> tuple[BundledCa, PkiConnection, PkiConnection]:
-    """A CA with an auto and a manual-approval product, started; the two PKI connections."""
+def start_bundled_ca(
+    tmp: Path, **init_options: object
+) -> tuple[BundledCa, PkiConnection, PkiConnection]:
+    """A CA with an auto and a manual-approval product, started; the two PKI connections.
+
+    ``init_options`` go to :func:`ca.init.initialise` (e.g. ``ldap_url`` to publish)."""
     directory = tmp / "ca"
-    ca = BundledCa(directory, free_port(), free_port())
+    ca = BundledCa(directory, free_port(), free_port(), scheduled_publication=False)
+    options: dict[str, object] = {"email_domains": ("example.org",), **init_options}
     initialise(
         directory, key_backend="software", key_type=KeyType.EC_P256, progress=lambda _: None,
         base_url=f"http://127.0.0.1:{ca.http_port}", account_id=ACCOUNT,
-        email_domains=("example.org",), product_id="example-silver",
-        organization_identifier="NTRCH-CHE-123.456.789",
+        product_id="example-silver", organization_identifier="NTRCH-CHE-123.456.789",
+        **options,  # type: ignore[arg-type]
     )  # fmt: skip
     ca_yaml = directory / "ca.yaml"
     text = ca_yaml.read_text().replace(
