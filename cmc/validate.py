@@ -127,7 +127,9 @@ def validate_response(
     returned = [c for c in response.certificates if c not in signer_chain and not _is_ca(c)]
     if our_public_key is not None or returned:
         # getCert/revoke carry no key of ours: then any end-entity certificate is the answer.
-        issued, chain = _issued(response.certificates, our_public_key, trust_anchors, when)
+        issued, chain = _issued(
+            response.certificates, our_public_key, trust_anchors, when, signer_chain
+        )
         check_issuer(issued, chain, issuer_dn, trust_anchors)
     return ValidatedResponse(response, issued, chain, tuple(signer_chain), statuses)
 
@@ -174,8 +176,10 @@ def _issued(
     our_public_key: PublicKeyTypes | None,
     anchors: Sequence[x509.Certificate],
     when: datetime,
+    signer_chain: Sequence[x509.Certificate] = (),
 ) -> tuple[x509.Certificate, tuple[x509.Certificate, ...]]:
-    end_entities = [cert for cert in certificates if not _is_ca(cert)]
+    # the response signer's own certificate is never the answer (getCert carries no key)
+    end_entities = [c for c in certificates if not _is_ca(c) and c not in signer_chain]
     if our_public_key is None:
         if not end_entities:
             raise MissingCertificate("the response carries no end-entity certificate")

@@ -1,4 +1,5 @@
-"""``cmcgate gateway certs ...``: list, import, show and remove the gateway's certificates.
+"""``cmcgate gateway certs ...``: list, import, show and remove the gateway's certificates
+(``revoke``, ``fetch`` and ``pending`` at the external CA: :mod:`gateway.certs_ca_cli`).
 
 Every command opens the stores either from the gateway properties file (``--config FILE``) or
 from explicit options: ``--store DSN`` and, where users' keys are involved, ``--keys-dir DIR``
@@ -83,6 +84,10 @@ def register_certs(gateway_subparsers: Any) -> None:
         "--delete-key", action="store_true", help="also destroy its private key in the backend"
     )
     p.set_defaults(func=cmd_remove)
+
+    from gateway.certs_ca_cli import register_ca_commands
+
+    register_ca_commands(sub)
 
 
 def _store_options(parser: argparse.ArgumentParser) -> None:
