@@ -21,15 +21,13 @@ by itself: SMTP 4xx.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from cryptography import x509
 
-from cmc.errors import CmcError, CMCPending, ResponseMismatch, TemporaryFailure
+from cmc.errors import CMCPending, IssuerMismatch, ResponseMismatch
 from cmc.messages.api import (
     FullPKIRequest,
     FullPKIResponse,
@@ -40,16 +38,25 @@ from cmc.messages.api import (
     build_get_cert_request,
     build_revoke_request,
     control,
-    parse_request,
     parse_response,
     validate_response,
 )
+from cmc.messages.issuer import IssuerChains, check_issuer, names_match, revoke_unkept
 from cmc.messages.request_checks import requested_public_keys
 from cmc.messages.signing import SigningKey
+from cmc.results import (
+    EnrollmentPending,
+    EnrollmentResult,
+    NoRequestSigner,
+    Outcome,
+    PendingEnrollment,
+    RevocationResult,
+    SignedBy,
+    classify,
+)
 from cmc.transport.http import CmcTransport, TransportSettings
 from cmc.transport.pkcs12 import AccessCredentialError, load_pkcs12
 from config.closing import Closing
-from config.errors import CmcgateError
 
 __all__ = [
     "CmcClient",
@@ -64,9 +71,6 @@ __all__ = [
     "client_from_settings",
 ]
 
-Outcome = Literal["temporary", "permanent", "pending"]
-SignedBy = Literal["access", "end-entity"]
-
 
 class CmcExchange(Protocol):
     """What the client needs from a transport: one request out, one response back (DER)."""
@@ -74,127 +78,16 @@ class CmcExchange(Protocol):
     def send(self, body_der: bytes, *, full: bool) -> bytes: ...
 
 
-class NoRequestSigner(CmcError):
-    """A request that needs a signer (getCert, revoke, an access-signed poll) has none."""
-
-
-@dataclass(frozen=True)
-class EnrollmentResult:
-    """An issued certificate that passed every check of :func:`validate_response`.
-
-    ``chain`` runs from the issuer up to the trust anchor; ``signer_chain`` is the response
-    signer's (the CA or its CMC signing certificate).
-    """
-
-    certificate: x509.Certificate
-    chain: tuple[x509.Certificate, ...]
-    transaction_id: int
-    signer_chain: tuple[x509.Certificate, ...] = ()
-    status_string: str | None = None
-
-
-@dataclass(frozen=True)
-class RevocationResult:
-    """The CA confirmed the revokeRequest (RFC 5272 §6.11)."""
-
-    issuer: x509.Name
-    serial_number: int
-    transaction_id: int
-    status_string: str | None = None
-
-
-@dataclass(frozen=True)
-class PendingEnrollment:
-    """Everything :meth:`CmcClient.poll` needs after a ``pending`` answer (RFC 5272 §6.1.1),
-    or, with an empty ``pend_token``, to send a request :meth:`CmcClient.prepare_enrollment`
-    built (again, when its answer was lost).
-
-    ``request_der`` is the original Full PKI Request (its CSR names the key to be certified,
-    and it is resent unchanged when the CA gave no token); ``server_nonce`` is the CA's
-    senderNonce, echoed as recipientNonce in the queryPending (RFC 5272 §6.6).  Holds no
-    secret: :meth:`to_dict` gives a JSON-ready form for the gateway's store.
-    """
-
-    transaction_id: int
-    pend_token: bytes
-    pend_time: datetime
-    request_der: bytes
-    signed_by: SignedBy
-    server_nonce: bytes | None = None
-    status_string: str | None = None
-
-    @property
-    def request(self) -> FullPKIRequest:
-        parsed = parse_request(self.request_der)
-        if not isinstance(parsed, FullPKIRequest):
-            raise ValueError("PendingEnrollment.request_der is not a Full PKI Request")
-        return parsed
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: bytes as base64, the time as ISO 8601."""
-        data = {name: getattr(self, name) for name in _PENDING_BYTES}
-        encoded = {k: None if v is None else base64.b64encode(v).decode() for k, v in data.items()}
-        return {
-            **encoded,
-            "transaction_id": self.transaction_id,
-            "pend_time": self.pend_time.isoformat(),
-            "signed_by": self.signed_by,
-            "status_string": self.status_string,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PendingEnrollment:
-        """The inverse of :meth:`to_dict` (ValueError/KeyError on a damaged record)."""
-        if data["signed_by"] not in ("access", "end-entity"):
-            raise ValueError(f"unknown signed_by {data['signed_by']!r}")
-        raw = {k: data.get(k) for k in _PENDING_BYTES}
-        decoded = {
-            k: None if v is None else base64.b64decode(v, validate=True) for k, v in raw.items()
-        }
-        return cls(
-            transaction_id=int(data["transaction_id"]),
-            pend_token=decoded["pend_token"] or b"",
-            pend_time=datetime.fromisoformat(data["pend_time"]),
-            request_der=decoded["request_der"] or b"",
-            signed_by=data["signed_by"],
-            server_nonce=decoded["server_nonce"],
-            status_string=data.get("status_string"),
-        )
-
-
-_PENDING_BYTES = ("pend_token", "request_der", "server_nonce")
-
-
-class EnrollmentPending(CMCPending):
-    """``pending`` for an enrolment: :attr:`pending` is what to persist and poll with."""
-
-    def __init__(self, pending: PendingEnrollment) -> None:
-        self.pending = pending
-        super().__init__(pending.pend_token, pending.pend_time, pending.status_string)
-
-
-def classify(exc: BaseException) -> Outcome:
-    """How the gateway treats a failure: ``pending`` (queue and poll), ``temporary`` (4xx), or
-    ``permanent`` (5xx / operator action).
-
-    Only errors cmcgate raises on purpose and knows to be permanent are ``permanent``;
-    anything unexpected (a bug, an OS error) is ``temporary`` so that mail is retried, never
-    bounced for a reason the sender cannot fix.
-    """
-    if isinstance(exc, CMCPending):
-        return "pending"
-    if isinstance(exc, TemporaryFailure):
-        return "temporary"
-    return "permanent" if isinstance(exc, CmcgateError) else "temporary"
-
-
 class CmcClient(Closing):
     """The CMC protocol steps against one CA; see the module docstring for who signs.
 
     ``trust_anchors`` are the roots the CA's response signature and every returned
-    certificate must chain to; ``issuer_dn`` (Totemo's ``issuerDN``), when set, is the only
-    issuer accepted for enrolled certificates; ``signer_for_request`` is the access/RA
-    credential that signs requests; ``clock`` gives "now" for certificate validity checks.
+    certificate must chain to; ``issuer_dn`` (Totemo's ``issuerDN``), when set, must name a
+    CA on an enrolled certificate's issuer chain (:mod:`cmc.messages.issuer`: checked before sending
+    where the chain is known from ``issuer_chains`` — shared by a gateway's clients — and on
+    every answer; a certificate issued all the same is revoked at the CA, best effort, and
+    refused); ``signer_for_request`` is the access/RA credential that signs requests;
+    ``clock`` gives "now" for certificate validity checks.
     """
 
     def __init__(
@@ -205,6 +98,7 @@ class CmcClient(Closing):
         issuer_dn: x509.Name | None = None,
         signer_for_request: Signer | None = None,
         clock: Callable[[], datetime] | None = None,
+        issuer_chains: IssuerChains | None = None,
     ) -> None:
         if not trust_anchors:
             raise ValueError("CmcClient needs at least one trust anchor to check responses")
@@ -213,6 +107,7 @@ class CmcClient(Closing):
         self._issuer_dn = issuer_dn
         self._signer = signer_for_request
         self._clock = clock or (lambda: datetime.now(UTC))
+        self.issuer_chains = issuer_chains or IssuerChains(self._anchors)
 
     # --- enrolment ------------------------------------------------------------------------
 
@@ -243,6 +138,7 @@ class CmcClient(Closing):
         it issued with the same certificate)."""
         if csr.public_key() != key.public_key():
             raise ValueError("the CSR does not carry the public key of the given private key")
+        self.issuer_chains.check_before_sending(self._issuer_dn)
         signer = access_signer or self._signer
         signed_by: SignedBy = "end-entity" if signer is None else "access"
         request = build_full_request(signer=signer or Signer(key), requests=[csr])
@@ -303,7 +199,7 @@ class CmcClient(Closing):
     ) -> EnrollmentResult:
         answer = self._transport.send(request.der, full=True)
         try:
-            validated = self._validate(answer, request, self._issuer_dn, public_key)
+            validated = self._validate(answer, request, None, public_key)
         except CMCPending as exc:
             response = parse_response(answer)  # verified by validate_response already
             raise EnrollmentPending(
@@ -320,6 +216,12 @@ class CmcClient(Closing):
                 )
             ) from None
         assert validated.issued is not None  # an enrolment always checks for our key
+        self.issuer_chains.learn(validated.issued_chain)
+        try:
+            check_issuer(validated.issued, validated.issued_chain, self._issuer_dn, self._anchors)
+        except IssuerMismatch as exc:
+            revoke_unkept(self.revoke, validated.issued, exc)
+            raise
         return EnrollmentResult(
             certificate=validated.issued,
             chain=validated.issued_chain,
@@ -334,18 +236,26 @@ class CmcClient(Closing):
         self, issuer: x509.Name, serial_number: int, *, signer: Signer | None = None
     ) -> x509.Certificate:
         """RFC 5272 §6.9 getCert: the certificate ``issuer`` issued as ``serial_number``."""
+        return self.fetch(issuer, serial_number, signer=signer)[0]
+
+    def fetch(
+        self, issuer: x509.Name, serial_number: int, *, signer: Signer | None = None
+    ) -> tuple[x509.Certificate, tuple[x509.Certificate, ...]]:
+        """:meth:`get_cert` with the chain (issuer first) the answer was validated with."""
         request = build_get_cert_request(
             issuer, serial_number, signer=self._required_signer(signer, "getCert")
         )
         answer = self._transport.send(request.der, full=True)
-        validated = self._validate(answer, request, issuer)
+        validated = self._validate(answer, request, None)
         found = validated.issued
         if found is None or found.serial_number != serial_number:
             raise ResponseMismatch(
                 f"getCert for serial {serial_number:x} was answered with "
                 + ("no certificate" if found is None else f"serial {found.serial_number:x}")
             )
-        return found
+        if not names_match(found.issuer, issuer):
+            raise IssuerMismatch(f"getCert answered with a certificate of {found.issuer}")
+        return found, validated.issued_chain
 
     def revoke(
         self,
@@ -428,6 +338,7 @@ def client_from_settings(
     issuer_dn: x509.Name | None = None,
     sign_with_access: bool = True,
     clock: Callable[[], datetime] | None = None,
+    issuer_chains: IssuerChains | None = None,
 ) -> CmcClient:
     """A client over a fresh :class:`CmcTransport`; the adapter for the config loader.
 
@@ -444,4 +355,5 @@ def client_from_settings(
         issuer_dn=issuer_dn,
         signer_for_request=signer,
         clock=clock,
+        issuer_chains=issuer_chains,
     )

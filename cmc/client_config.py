@@ -16,6 +16,7 @@ from cryptography import x509
 
 from cmc.client import CmcClient, client_from_settings
 from cmc.errors import CmcError
+from cmc.messages.issuer import IssuerChains
 from cmc.transport.http import TransportSettings
 from config.model import PkiConnection
 
@@ -68,11 +69,18 @@ def client_from_config(
     *,
     sign_with_access: bool = True,
     clock: Callable[[], datetime] | None = None,
+    issuer_chains: IssuerChains | None = None,
 ) -> CmcClient:
-    """A CMC client for the configured PKI (issuer checked against ``rfc2797.issuerDN``)."""
+    """A CMC client for the configured PKI (issuer checked against ``rfc2797.issuerDN``).
+
+    ``issuer_chains``: what is known about where the CA issues (:mod:`cmc.messages.issuer`), shared
+    by
+    the clients of one gateway; by default a new one from the trusted roots.
+    """
     return client_from_settings(
         transport_settings(pki),
         issuer_dn=pki.issuer_dn,
         sign_with_access=sign_with_access,
         clock=clock,
+        issuer_chains=issuer_chains,
     )

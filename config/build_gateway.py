@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from config.build_pki import secret_ref
+from config.build_pki import parse_ldap_url, secret_ref
 from config.model import (
     DkimDomain,
     EnrolmentSettings,
@@ -225,17 +224,6 @@ def build_keys(p: Props) -> KeyBackendSettings | None:
     )
 
 
-def _ldap_url(value: str) -> str:
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise ValueProblem(f"{shown(value)} is not an ldap:// or ldaps:// URL") from None
-    if parts.scheme.lower() not in ("ldap", "ldaps") or not parts.hostname:
-        raise ValueProblem(f"{shown(value)} is not an ldap:// or ldaps:// URL")
-    return value
-
-
 def build_lookup(p: Props) -> LookupSettings:
     prefix = "cmcgate.lookup.ldap."
     names = dict.fromkeys(key[len(prefix) :].rpartition(".")[0] for key in p.family(prefix))
@@ -246,7 +234,7 @@ def build_lookup(p: Props) -> LookupSettings:
         for leaf in ("url", "base"):
             if p.raw(key + leaf) is None:
                 p.error(key + leaf, f"missing: LDAP directory {name!r} needs url and base", anchor)
-        url = p.get(key + "url", _ldap_url, None)
+        url = p.get(key + "url", parse_ldap_url, None)
         base = p.raw(key + "base")
         password = secret_ref(p, key + "passwordFile", key + "passwordEnv")
         bind_dn = p.raw(key + "bindDn")
@@ -270,7 +258,7 @@ def build_publish(p: Props) -> PublishSettings | None:
     for leaf in ("url", "base"):
         if p.raw(key + leaf) is None:
             p.error(key + leaf, "missing: publishing to LDAP needs url and base", anchor)
-    url = p.get(key + "url", _ldap_url, None)
+    url = p.get(key + "url", parse_ldap_url, None)
     base = p.raw(key + "base")
     password = secret_ref(p, key + "passwordFile", key + "passwordEnv")
     bind_dn = p.raw(key + "bindDn")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_plus, urlsplit
 
 from cryptography import x509
 
 from config.dn import parse_dn
 from config.errors import DnError
-from config.model import CmcQuery, PkiConnection, SecretRef, Validity
+from config.model import CmcQuery, LdapDirectory, PkiConnection, SecretRef, Validity
 from config.source import Props
 from config.subject import ProductKind, check_template, kind_from_product, kind_from_template
 from config.values import (
@@ -38,6 +38,7 @@ INT_USERS = "security.pkiConnection.getFromPKIForNewIntUsers"
 RECIPIENTS = "security.pkiConnection.getFromPKIForNewRecipients"
 SUBJECT = "security.pkiConnection.certSubjectDN"
 P = "cmcgate.pki."
+DIRECTORY = P + "directory."
 
 _MAX_VALIDITY = {"y": 3, "m": 36, "d": 1096}
 _VALIDITY_RE = re.compile(r"([1-9][0-9]{0,3})([ymd])", re.IGNORECASE)
@@ -121,6 +122,17 @@ def parse_url(value: str) -> CmcQuery:
     )
 
 
+def parse_ldap_url(value: str) -> str:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueProblem(f"{shown(value)} is not an ldap:// or ldaps:// URL") from None
+    if parts.scheme.lower() not in ("ldap", "ldaps") or not parts.hostname:
+        raise ValueProblem(f"{shown(value)} is not an ldap:// or ldaps:// URL")
+    return value
+
+
 def secret_ref(p: Props, file_key: str, env_key: str) -> SecretRef | None:
     path = p.get(file_key, lambda value: parse_path(value, p.base_dir), None)
     env = p.get(env_key, parse_env_name, None)
@@ -141,6 +153,43 @@ def _kind(p: Props, product: str | None, template: x509.Name | None) -> tuple[Pr
     if template is not None:
         return kind_from_template(template), "template"
     return ProductKind.GOLD, "template"
+
+
+def _directory(p: Props, fetch: bool) -> LdapDirectory | None:
+    """``cmcgate.pki.directory.*``: the PKI's public directory, where it publishes the
+    certificates it issues (SwissSign, the bundled CA): asked for external recipients when
+    ``getFromPKIForNewRecipients=true``."""
+    present = p.family(DIRECTORY)
+    if not present:
+        if fetch:
+            p.warn(
+                RECIPIENTS,
+                f"is true but {DIRECTORY}url is not set: recipients' certificates cannot be "
+                "fetched from the PKI (CMC has no search by address; set the directory the "
+                "PKI publishes to)",
+                p.line(RECIPIENTS),
+            )
+        return None
+    anchor = p.line(present[0])
+    for leaf in ("url", "base"):
+        if p.raw(DIRECTORY + leaf) is None:
+            p.error(DIRECTORY + leaf, "missing: the PKI's directory needs url and base", anchor)
+    url = p.get(DIRECTORY + "url", parse_ldap_url, None)
+    base = p.raw(DIRECTORY + "base")
+    password = secret_ref(p, DIRECTORY + "passwordFile", DIRECTORY + "passwordEnv")
+    bind_dn = p.raw(DIRECTORY + "bindDn")
+    if password is not None and bind_dn is None:
+        p.error(DIRECTORY + "bindDn", "missing: a password is set but no bind DN", anchor)
+    timeout = p.get(DIRECTORY + "timeout", lambda v: parse_seconds(v, maximum=300), 5.0)
+    if not fetch:
+        p.warn(
+            present[0],
+            f"the PKI's directory is not asked: {RECIPIENTS} is not true",
+            anchor,
+        )
+    if url is None or base is None:
+        return None
+    return LdapDirectory("pki", url, base, bind_dn, password, timeout)
 
 
 def build_pki(p: Props) -> PkiConnection | None:
@@ -194,6 +243,7 @@ def build_pki(p: Props) -> PkiConnection | None:
             )
     if not enabled:
         return None
+    directory = _directory(p, recipients)
     required = [SERVER, URL, ISSUER, SUBJECT, P + "accessCertificate"]
     if protocol == "https":
         required.append(P + "trustedRoots")
@@ -224,4 +274,5 @@ def build_pki(p: Props) -> PkiConnection | None:
         connect_timeout=connect,
         read_timeout=read,
         retries=retries,
+        directory=directory,
     )

@@ -46,6 +46,12 @@ OWN_KEYS = (
     "cmcgate.pki.connectTimeout",
     "cmcgate.pki.readTimeout",
     "cmcgate.pki.retries",
+    "cmcgate.pki.directory.url",
+    "cmcgate.pki.directory.base",
+    "cmcgate.pki.directory.bindDn",
+    "cmcgate.pki.directory.passwordFile",
+    "cmcgate.pki.directory.passwordEnv",
+    "cmcgate.pki.directory.timeout",
     "cmcgate.gateway.listen",
     "cmcgate.gateway.nextHop",
     "cmcgate.gateway.nextHopTls",
@@ -113,6 +119,8 @@ INLINE_SECRETS = {
     "cmcgate.keys.passphrase": "cmcgate.keys.passphraseFile or cmcgate.keys.passphraseEnv",
     "cmcgate.publish.ldap.password": "cmcgate.publish.ldap.passwordFile or "
     "cmcgate.publish.ldap.passwordEnv",
+    "cmcgate.pki.directory.password": "cmcgate.pki.directory.passwordFile or "
+    "cmcgate.pki.directory.passwordEnv",
 }
 
 STRICT_PREFIXES = ("security.pkiConnection.", "connection.ssl.", "cmcgate.")

@@ -100,6 +100,9 @@ class PkiConnection:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     retries: int = 3
+    #: ``cmcgate.pki.directory.*``: where the PKI publishes what it issues (recipients'
+    #: certificates are looked up there when ``fetch_for_recipients``)
+    directory: LdapDirectory | None = None
 
     @property
     def url(self) -> str:

@@ -60,6 +60,15 @@ def effective(config: Config) -> dict[str, Any]:
             "connectTimeout": pki.connect_timeout,
             "readTimeout": pki.read_timeout,
             "retries": pki.retries,
+            "directory": None
+            if pki.directory is None
+            else {
+                "url": pki.directory.url,
+                "base": pki.directory.base,
+                "bindDn": pki.directory.bind_dn,
+                "password": _secret(pki.directory.password),
+                "timeout": pki.directory.timeout,
+            },
         }
     data["gateway"] = {
         "listen": str(gateway.listen),

@@ -5,9 +5,14 @@ and optional ``display_name``:
 
 * every emailAddress (``E``) attribute of the template is replaced by ``email``; a template
   without one gets none added (the address is always in the SAN);
-* Gold: every CN is replaced by the display name, or by ``email`` when there is no usable
-  display name (empty after trimming, longer than 64 characters, or holding control
-  characters); all other attributes (O, OU, C, ...) are kept as written;
+* Gold: every CN is replaced by the display name (RFC 5322 From, RFC 2047 decoded by the
+  caller); all other attributes (O, OU, C, ...) are kept as written.  Without a usable
+  display name (none, empty after trimming, longer than 64 characters, holding control
+  characters, or itself an e-mail address) there is no Gold subject: :class:`DnError`.  A
+  Gold certificate names a person (SwissSign's guide: the CN is "replaced with information
+  that corresponds to the requesting user"; the S/MIME BR sponsor-validated profile needs the
+  person's name), so the address is no stand-in: the CA would refuse it, or issue a
+  certificate that does not say who signs;
 * Silver: the template holds only a CN (and optionally an emailAddress), and the CN is kept
   as written — the CA decides what a Silver subject says;
 * the SAN is one rfc822Name: ``email`` (domain lower-cased, local part kept).
@@ -82,11 +87,13 @@ def check_template(template: x509.Name, kind: ProductKind) -> None:
             raise DnError("a Silver template must hold a CN")
 
 
-def _usable_cn(candidate: str | None) -> str | None:
+def usable_display_name(candidate: str | None) -> str | None:
+    """``candidate`` with blanks collapsed when it can be a Gold CN (a person's name), else
+    None: empty, longer than 64 characters, control characters, or an e-mail address."""
     if candidate is None:
         return None
     text = " ".join(candidate.split())
-    if not text or len(text) > MAX_CN:
+    if not text or len(text) > MAX_CN or "@" in text:
         return None
     if any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in text):
         return None
@@ -98,7 +105,7 @@ def subject_for(
 ) -> tuple[x509.Name, list[str]]:
     """The subject to request for ``email`` and its SAN rfc822Names (see the module doc)."""
     address = normalise_email(email)
-    common_name = _usable_cn(display_name) or _usable_cn(address)
+    common_name = usable_display_name(display_name)
     rdns = []
     for rdn in template.rdns:
         attributes = []
@@ -108,7 +115,12 @@ def subject_for(
                 value = address
             elif attribute.oid == NameOID.COMMON_NAME and kind is ProductKind.GOLD:
                 if common_name is None:
-                    raise DnError(f"no CN fits for {address!r}: give a display name")
+                    raise DnError(
+                        f"a Gold certificate's CN is the user's name, and there is no usable "
+                        f"display name for {address!r} (the From header gives "
+                        + ("none" if not display_name else f"{display_name[:70]!r}")
+                        + ")"
+                    )
                 value = common_name
             attributes.append(make_attribute(attribute.oid, str(value)))
         rdns.append(x509.RelativeDistinguishedName(attributes))

@@ -13,7 +13,9 @@ or AuthEnvelopedData; a Content-Type header saying so is not enough) is passed o
 (``client-encrypted``).  Only the sender's own key signs: signing needs an internal sender.
 RSA recipients get the content key by key transport, EC recipients by ECDH (RFC 5753);
 certificates with other keys count as "no certificate".  Content cipher, RSA key transport
-and clear vs opaque signing are :class:`PipelineSettings` (``cmcgate.smime.*``).
+and clear vs opaque signing are :class:`PipelineSettings` (``cmcgate.smime.*``).  The sender's
+identity is asked for with the From header's display name for the envelope sender
+(:mod:`gateway.from_header`): a sender enrolled on this message gets it as a Gold CN.
 
 One message, one DATA reply (RFC 5321 has no per-recipient reply after DATA), so a
 recipient's outcome decides for the whole message: any ``tempfail`` → ``451 4.7.1`` (retrying
@@ -68,7 +70,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from ca.keys import KeyBackendError, UnsupportedKeyOperation
 from cmc.errors import TemporaryFailure
 from config.smime import ContentCipher, RsaKeyTransport
-from gateway import dkim, smime
+from gateway import dkim, from_header, smime
 from gateway.policy import Decision, EncryptMode, Outcome, Policy, SignMode, decide, group
 from gateway.quarantine import Quarantine, QuarantineError
 from gateway.smime import mime
@@ -112,7 +114,11 @@ class Certificates(Protocol):
 
     async def encryption_certificate(self, email: str) -> x509.Certificate | None: ...
 
-    async def signing_identity(self, email: str) -> SigningIdentity | None: ...
+    async def signing_identity(
+        self, email: str, display_name: str | None = None
+    ) -> SigningIdentity | None:
+        """``display_name``: the From header's name for ``email`` (a Gold enrolment's CN)."""
+        ...
 
     async def decryption_keys(self, email: str) -> Sequence[DecryptionKey]: ...
 
@@ -229,7 +235,8 @@ class SmimePipeline:
         signed = kind in ("signed", "opaque-signed")
         if internal_sender and wants_sign and not signed:
             must_sign = any(m[0] is SignMode.ALWAYS for m in modes.values())
-            identity = await self._signing_identity(sender, required=must_sign)
+            name = from_header.display_name(t.content, sender)
+            identity = await self._signing_identity(sender, name, required=must_sign)
         looked_up = [r for r in recipients if modes[r][1] is not EncryptMode.NEVER]
         found = await asyncio.gather(
             *(
@@ -315,11 +322,13 @@ class SmimePipeline:
                 actions = [*actions, "no-dkim"]
         return Copy(tuple(recipients), content, ("outbound", *actions))
 
-    async def _signing_identity(self, sender: str, *, required: bool) -> SigningIdentity | None:
+    async def _signing_identity(
+        self, sender: str, display_name: str | None, *, required: bool
+    ) -> SigningIdentity | None:
         """The sender's key and certificate; a temporary failure (CA down, enrolment pending)
         is a 4xx only when signing is mandatory ("sign: always"), else the mail goes unsigned."""
         try:
-            return await self.certificates.signing_identity(sender)
+            return await self.certificates.signing_identity(sender, display_name=display_name)
         except TemporaryFailure as exc:
             if required:
                 raise

@@ -5,7 +5,8 @@ signer chains to our trust anchors, transactionId echoed (RFC 5272 §6.6), recip
 our senderNonce (§6.7), then the status of our body parts (§6.1): ``failed``/``noSupport``
 raise :class:`CMCFailure` (:class:`CMCTryLater` for tryLater), ``pending`` raises
 :class:`CMCPending`; on success the issued certificate must carry our public key, chain to
-the anchors and, when configured, come from ``issuer_dn``.
+the anchors and, when configured, come from ``issuer_dn`` — a CA anywhere on its issuer
+chain, root included (:func:`cmc.messages.issuer.check_issuer`).
 
 A Simple PKI Response (certs-only, RFC 5272 §4.1) has no signature, nonce or transaction:
 it is accepted only for a Simple PKI Request, and then only the certificate checks apply.
@@ -27,7 +28,6 @@ from cmc.errors import (
     CMCFailure,
     CMCPending,
     CMCTryLater,
-    IssuerMismatch,
     KeyMismatch,
     MalformedMessage,
     MissingCertificate,
@@ -38,6 +38,7 @@ from cmc.errors import (
     UntrustedSigner,
 )
 from cmc.messages.cms import verify_chain, verify_signed_data
+from cmc.messages.issuer import check_issuer
 from cmc.messages.request_checks import requested_public_keys
 from cmc.messages.requests import FullPKIRequest, SimplePKIRequest
 from cmc.messages.responses import FullPKIResponse, SimplePKIResponse, parse_response
@@ -102,7 +103,7 @@ def validate_response(
                 "a Full PKI Request was answered with an unauthenticated Simple PKI Response"
             )
         found, found_chain = _issued(response.certificates, our_public_key, trust_anchors, when)
-        _check_issuer(found, issuer_dn)
+        check_issuer(found, found_chain, issuer_dn, trust_anchors)
         return ValidatedResponse(response, found, found_chain, (), ())
 
     verified = verify_signed_data(response_bytes)
@@ -126,8 +127,10 @@ def validate_response(
     returned = [c for c in response.certificates if c not in signer_chain and not _is_ca(c)]
     if our_public_key is not None or returned:
         # getCert/revoke carry no key of ours: then any end-entity certificate is the answer.
-        issued, chain = _issued(response.certificates, our_public_key, trust_anchors, when)
-        _check_issuer(issued, issuer_dn)
+        issued, chain = _issued(
+            response.certificates, our_public_key, trust_anchors, when, signer_chain
+        )
+        check_issuer(issued, chain, issuer_dn, trust_anchors)
     return ValidatedResponse(response, issued, chain, tuple(signer_chain), statuses)
 
 
@@ -173,8 +176,10 @@ def _issued(
     our_public_key: PublicKeyTypes | None,
     anchors: Sequence[x509.Certificate],
     when: datetime,
+    signer_chain: Sequence[x509.Certificate] = (),
 ) -> tuple[x509.Certificate, tuple[x509.Certificate, ...]]:
-    end_entities = [cert for cert in certificates if not _is_ca(cert)]
+    # the response signer's own certificate is never the answer (getCert carries no key)
+    end_entities = [c for c in certificates if not _is_ca(c) and c not in signer_chain]
     if our_public_key is None:
         if not end_entities:
             raise MissingCertificate("the response carries no end-entity certificate")
@@ -192,10 +197,3 @@ def _issued(
     except UntrustedSigner as exc:
         raise type(exc)(f"issued certificate: {exc}") from exc
     return issued, tuple(chain[1:])
-
-
-def _check_issuer(issued: x509.Certificate, issuer_dn: x509.Name | None) -> None:
-    if issuer_dn is not None and issued.issuer != issuer_dn:
-        raise IssuerMismatch(
-            f"issued by {issued.issuer.rfc4514_string()}, expected {issuer_dn.rfc4514_string()}"
-        )

@@ -1,5 +1,12 @@
 """The pipeline's view with enrolment: internal senders without a certificate are enrolled
-on their first mail (see :class:`gateway.broker.enrolment.Enroller`)."""
+on their first mail (see :class:`gateway.broker.enrolment.Enroller`).
+
+The From header's display name travels with the address: a Gold product's CN is the user's
+name.  A sender who has a certificate keeps using it whatever name the next mail gives (no
+new order for a changed display name).  For Gold without a usable display name nothing is
+sent to the CA: the reason is logged and the sender stays without a certificate for this
+message (sign=always: 451, the policy's "no signing certificate"; sign=allow: unsigned) —
+not remembered as a refusal, so the next mail with a name enrols."""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ from collections.abc import Sequence
 
 from cryptography import x509
 
+from config.errors import CmcgateError
 from gateway.broker.enrolment import Enroller, EnrolmentRefused
 from gateway.pipeline import Certificates, DecryptionKey, PipelineSettings, SigningIdentity
 
@@ -43,6 +51,11 @@ class EnrollingCertificates:
         identity = await self.inner.signing_identity(email)
         if identity is not None or not self.enroller.enabled or not self._internal(email):
             return identity
+        try:
+            self.enroller.pki.subject_for(email, display_name)  # checked before any key/order
+        except CmcgateError as exc:
+            log.warning("%s is not enrolled: %s", email, exc)
+            return None
         try:
             return await self.enroller.enrol_async(email, display_name)
         except EnrolmentRefused as exc:

@@ -10,9 +10,8 @@ the new identity, so that very message is signed.  :class:`Enroller` does the wo
    when one is configured (label ``pool:...``), else generated as ``user:<email>:<n>``;
    recorded in the address's state file first (:mod:`gateway.broker.keys`);
 2. a PKCS#10 request with subject and SAN from ``pki.subject_for(email, display_name)``.
-   The pipeline passes only the address (``signing_identity(email)``): the CN of a Gold
-   product is then the address; ``signing_identity(email, display_name=...)`` exists for
-   a caller that knows the From header's display name;
+   The pipeline passes the From header's display name (``signing_identity(email,
+   display_name=...)``): a Gold product's CN; Gold without one is not enrolled;
 3. a Full PKI Request through the CMC client (issuer checked against ``issuerDN``, chain and
    response signature validated there), in a worker thread; recorded before it is sent;
 4. the certificate stored with source ``pki`` and its key label; the chain as CA material.

@@ -85,7 +85,11 @@ class StoreCertificates:
         record = await self._call(lambda: self.store.best_for_encryption(email))
         return self._remember("encrypt", email, None if record is None else record.certificate)
 
-    async def signing_identity(self, email: str) -> SigningIdentity | None:
+    async def signing_identity(
+        self, email: str, display_name: str | None = None
+    ) -> SigningIdentity | None:
+        """The stored identity for ``email``, whatever name it was issued with."""
+
         def load() -> SigningIdentity | None:
             record = self.store.best_for_signing(email)
             if record is None:

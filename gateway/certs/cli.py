@@ -1,4 +1,5 @@
-"""``cmcgate gateway certs ...``: list, import, show and remove the gateway's certificates.
+"""``cmcgate gateway certs ...``: list, import, show and remove the gateway's certificates
+(``revoke``, ``fetch`` and ``pending`` at the external CA: :mod:`gateway.certs.ca_cli`).
 
 Every command opens the stores either from the gateway properties file (``--config FILE``) or
 from explicit options: ``--store DSN`` and, where users' keys are involved, ``--keys-dir DIR``
@@ -25,9 +26,8 @@ from gateway.certs.keystore import load_private_key_pem
 from gateway.certs.models import (
     CertificateRecord,
     Source,
-    UnusableCertificate,
-    certificate_facts,
     normalise_email,
+    split_chain,
 )
 from gateway.certs.setup import (
     GatewayStores,
@@ -83,6 +83,10 @@ def register_certs(gateway_subparsers: Any) -> None:
         "--delete-key", action="store_true", help="also destroy its private key in the backend"
     )
     p.set_defaults(func=cmd_remove)
+
+    from gateway.certs.ca_cli import register_ca_commands
+
+    register_ca_commands(sub)
 
 
 def _store_options(parser: argparse.ArgumentParser) -> None:
@@ -237,26 +241,6 @@ def read_certificates(path: Path) -> list[x509.Certificate]:
         raise StoreConfigError(f"{path} holds no readable certificate: {ex}") from ex
 
 
-def split_chain(
-    certs: list[x509.Certificate], email: str
-) -> tuple[x509.Certificate, list[x509.Certificate]]:
-    """(the end-entity certificate for ``email``, the CA certificates)."""
-    facts = [(c, certificate_facts(c)) for c in certs]
-    leaves = [c for c, f in facts if not f.is_ca and email in f.emails]
-    others = [f for c, f in facts if not f.is_ca and email not in f.emails]
-    if not leaves:
-        named = sorted({e for _, f in facts for e in f.emails})
-        raise UnusableCertificate(
-            f"no end-entity certificate for {email} in the file"
-            + (f" (it has certificates for {', '.join(named)})" if named else "")
-        )
-    if len(leaves) > 1 or others:
-        raise UnusableCertificate(
-            "the file holds several end-entity certificates: import one at a time"
-        )
-    return leaves[0], [c for c, f in facts if f.is_ca]
-
-
 def _usage(record: CertificateRecord) -> str:
     uses = [u for u, ok in (("signing", record.can_sign), ("encryption", record.can_encrypt)) if ok]
     return " and ".join(uses) or "nothing (no emailProtection usage)"
@@ -328,5 +312,4 @@ __all__ = [
     "open_from_args",
     "read_certificates",
     "register_certs",
-    "split_chain",
 ]

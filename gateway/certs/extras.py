@@ -91,6 +91,23 @@ class ChainCertificates(SessionScope):
                 current = issuer
         return chain
 
+    def issuers_above(self, cert: x509.Certificate) -> list[x509.Certificate]:
+        """Stored CA certificates named as ``cert``'s issuer, theirs, and so on up (matched by
+        name only: intermediates for a path builder, which checks the signatures)."""
+        found: list[x509.Certificate] = []
+        names = {name_hash(cert.issuer)}
+        with self._session() as s:
+            for _ in range(MAX_CHAIN_DEPTH):
+                if not names:
+                    break
+                rows = s.scalars(
+                    select(ChainCertificateRow).where(ChainCertificateRow.subject_hash.in_(names))
+                ).all()
+                new = [c for c in map(_load, rows) if c not in found]
+                found.extend(new)
+                names = {name_hash(c.issuer) for c in new if c.issuer != c.subject}
+        return found
+
 
 class RecipientCache(SessionScope):
     """Recipients no certificate could be found for, until when (``gw_missing_recipients``)."""

@@ -28,9 +28,13 @@ asked while no other one had a usable certificate → :class:`DirectoryUnavailab
 stored certificate that expires within ``expiry_margin`` is still used, but the directories
 are asked for its renewal first (failing that, the stored one is used).
 
-``security.pkiConnection.getFromPKIForNewRecipients=true`` means "look recipients up": the
-PKI's own directory (for SwissSign, its public LDAP) is one of the ``cmcgate.lookup.ldap.*``
-directories; there is no separate CMC query for recipients.
+``security.pkiConnection.getFromPKIForNewRecipients=true`` adds the PKI's own directory
+(``cmcgate.pki.directory.*``: where SwissSign, or the bundled CA, publishes the certificates it
+issues) after the ``cmcgate.lookup.ldap.*`` directories; ``false`` leaves it out, and the
+PKI is not asked for recipients at all.  CMC itself cannot serve this: RFC 5272 has no
+search by address (getCert needs the issuer and serial number, which the gateway does not
+know for a new recipient).  Intermediate CA certificates for the path come from
+``intermediates`` and from the store's chain table (:meth:`CertStore.issuers_above`).
 
 :class:`LookupCertificates` puts this behind the pipeline's ``Certificates`` protocol.
 """
@@ -285,9 +289,10 @@ class RecipientLookup:
             return f"not usable for encryption (key {facts.key_algorithm}, EKU/key usage)", unknown
         if facts.fingerprint in revoked:
             return "revoked (marked in the store)", RevocationStatus.REVOKED
+        intermediates = [*self.intermediates, *self._stored_issuers(cert)]
         try:
             path = verify_chain(
-                cert, self.intermediates, self.trust_anchors, at=now,
+                cert, intermediates, self.trust_anchors, at=now,
                 required_eku=ExtendedKeyUsageOID.EMAIL_PROTECTION,
             )  # fmt: skip
         except cmc_errors.CmcError as exc:
@@ -297,6 +302,15 @@ class RecipientLookup:
         if status is RevocationStatus.REVOKED:
             return "revoked (CRL)", status
         return None, status
+
+    def _stored_issuers(self, cert: x509.Certificate) -> list[x509.Certificate]:
+        """CA certificates the store keeps (chains of enrolled, imported, harvested ones): the
+        PKI's issuing CA is there once a user was enrolled, though only its root is trusted."""
+        try:
+            return self.store.issuers_above(cert)
+        except StoreError as exc:
+            log.warning("%s: stored CA certificates unreadable: %s", cert.subject, exc)
+            return []
 
     def _store(self, cert: x509.Certificate, status: RevocationStatus, now: datetime) -> None:
         record = self.store.add(cert, Source.LDAP, at=now)
@@ -363,8 +377,10 @@ class LookupCertificates:
         except NotAnAddress:
             return None
 
-    async def signing_identity(self, email: str) -> SigningIdentity | None:
-        return await self.inner.signing_identity(email)
+    async def signing_identity(
+        self, email: str, display_name: str | None = None
+    ) -> SigningIdentity | None:
+        return await self.inner.signing_identity(email, display_name=display_name)
 
     async def decryption_keys(self, email: str) -> Sequence[DecryptionKey]:
         return await self.inner.decryption_keys(email)

@@ -280,3 +280,23 @@ def parse_reference(text: str) -> CertificateRef:
     if len(norm) > 42:
         raise StoreError(f"{text!r} is too long for a serial number and not a SHA-256 fingerprint")
     return CertificateRef(serial=norm.lstrip("0") or "0")
+
+
+def split_chain(
+    certs: list[x509.Certificate], email: str
+) -> tuple[x509.Certificate, list[x509.Certificate]]:
+    """(the end-entity certificate for ``email``, the CA certificates)."""
+    facts = [(c, certificate_facts(c)) for c in certs]
+    leaves = [c for c, f in facts if not f.is_ca and email in f.emails]
+    others = [f for c, f in facts if not f.is_ca and email not in f.emails]
+    if not leaves:
+        named = sorted({e for _, f in facts for e in f.emails})
+        raise UnusableCertificate(
+            f"no end-entity certificate for {email} in the file"
+            + (f" (it has certificates for {', '.join(named)})" if named else "")
+        )
+    if len(leaves) > 1 or others:
+        raise UnusableCertificate(
+            "the file holds several end-entity certificates: import one at a time"
+        )
+    return leaves[0], [c for c, f in facts if f.is_ca]

@@ -225,8 +225,10 @@ class RevocationCheckedCertificates:
         except StoreError as exc:  # not stored (yet): LDAP finds are stored behind the answer
             log.info("revocation status of %s not recorded: %s", describe(cert), exc)
 
-    async def signing_identity(self, email: str) -> SigningIdentity | None:
-        return await self.inner.signing_identity(email)
+    async def signing_identity(
+        self, email: str, display_name: str | None = None
+    ) -> SigningIdentity | None:
+        return await self.inner.signing_identity(email, display_name)
 
     async def decryption_keys(self, email: str) -> Sequence[DecryptionKey]:
         return await self.inner.decryption_keys(email)

@@ -153,6 +153,8 @@ class Broker:
         pki = config.pki
         try:
             directories = config.lookup.directories
+            if pki is not None and pki.fetch_for_recipients and pki.directory is not None:
+                directories = (*directories, pki.directory)  # getFromPKIForNewRecipients
             if directories:
                 from gateway.certs.lookup import LookupCertificates, RecipientLookup
 
@@ -165,7 +167,8 @@ class Broker:
             if pki is not None and pki.enrol_internal_users:
                 from apscheduler.schedulers.background import BackgroundScheduler
 
-                from cmc.client_config import client_from_config
+                from cmc.client_config import client_from_config, trusted_roots
+                from cmc.messages.issuer import IssuerChains
                 from gateway.broker import renewal
                 from gateway.broker.enrolment import Enroller
 
@@ -174,8 +177,12 @@ class Broker:
                     from gateway.broker.publication import Publication, writer_for
 
                     publication = Publication(writer_for(config.publish), config.gateway.state_dir)
+                # one for all CMC clients: what one answer taught about the CA's chain
+                # is checked before any later request (issuerDN, cmc.messages.issuer)
+                chains = IssuerChains(trusted_roots(pki))
                 broker.enroller = Enroller(
-                    stores.certs, stores.require_keys(), lambda: client_from_config(pki), pki,
+                    stores.certs, stores.require_keys(),
+                    lambda: client_from_config(pki, issuer_chains=chains), pki,
                     config.enrolment, state_dir=config.gateway.state_dir,
                     publication=publication,
                 )  # fmt: skip

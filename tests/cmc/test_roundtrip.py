@@ -268,14 +268,28 @@ def test_response_signed_by_unknown_ca_is_rejected(pki: PkiFixture) -> None:
 
 def test_certificate_from_another_issuer_than_configured_is_rejected(pki: PkiFixture) -> None:
     request = client_request(pki)
-    with pytest.raises(IssuerMismatch):
+    with pytest.raises(IssuerMismatch, match="names none of them"):
         validate_response(
             success_response(pki, request),
             request=request,
             trust_anchors=[pki.root],
-            issuer_dn=pki.root.subject,
+            issuer_dn=pki.stranger.subject,
             at=NOW,
         )
+
+
+def test_issuer_dn_naming_the_root_above_the_issuing_ca_is_accepted(pki: PkiFixture) -> None:
+    """Totemo's issuerDN as SwissSign's guide sets it: the root DN, not the direct issuer."""
+    request = client_request(pki)
+    written = x509.Name.from_rfc4514_string(pki.root.subject.rfc4514_string().upper())
+    validated = validate_response(
+        success_response(pki, request),
+        request=request,
+        trust_anchors=[pki.root],
+        issuer_dn=written,  # as an administrator typed it: case differs
+        at=NOW,
+    )
+    assert validated.issued is not None and validated.issued.issuer != pki.root.subject
 
 
 def test_certificate_for_someone_elses_key_is_rejected(pki: PkiFixture) -> None:

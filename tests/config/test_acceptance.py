@@ -89,11 +89,11 @@ def test_the_bundled_ca_example_asks_localhost_for_a_one_year_silver_certificate
 
     pki = json.loads(capsys.readouterr().out)["pki"]
     assert pki["url"] == (
-        "https://localhost:8443/ws/cmc?account=example.ra&product=example-silver&validity=1y"
+        "https://localhost:8443/ws/cmc?account=totemoag.ra&product=totemo-persogold&validity=1y"
     )
     assert (pki["account"], pki["product"], pki["validity"]) == (
-        "example.ra",
-        "example-silver",
+        "totemoag.ra",
+        "totemo-persogold",
         "1y",
     )
     assert pki["productKind"] == "silver"

@@ -117,7 +117,8 @@ def test_booleans_are_true_or_false_in_any_case(write_props):
 
 
 def test_unrelated_keys_are_warnings_and_do_not_fail(write_props):
-    path = write_props(SWISSSIGN_BLOCK + "mail.smtp.relay=mx.example.org\nsecurity.other=1\n")
+    block = SWISSSIGN_BLOCK.replace("NewRecipients=true", "NewRecipients=false")  # no PKI LDAP
+    path = write_props(block + "mail.smtp.relay=mx.example.org\nsecurity.other=1\n")
 
     config = load(path)
 
@@ -279,3 +280,60 @@ def test_policy_defaults_are_allow_allow_tempfail(write_props):
     policy = load(write_props("")).policy
 
     assert policy.resolve("a@example.org", "b@x.example")[:2] == (SignMode.ALLOW, EncryptMode.ALLOW)
+
+
+def test_the_pki_directory_is_read_for_recipients_when_get_from_pki_is_true(write_props):
+    path = write_props(
+        SWISSSIGN_BLOCK
+        + "cmcgate.pki.directory.url=ldaps://directory.example.net\n"
+        + "cmcgate.pki.directory.base=o=Example CA,c=CH\n"
+    )
+
+    config = load(path)
+
+    assert config.pki is not None and config.pki.fetch_for_recipients
+    directory = config.pki.directory
+    assert directory is not None and directory.url == "ldaps://directory.example.net"
+    assert (directory.base, directory.bind_dn, directory.timeout) == ("o=Example CA,c=CH", None, 5)
+    assert config.warnings == ()
+
+
+def test_get_from_pki_for_new_recipients_without_a_directory_warns_that_it_cannot_fetch(
+    write_props,
+):
+    path = write_props(SWISSSIGN_BLOCK)
+
+    config = load(path)
+
+    assert config.pki is not None and config.pki.directory is None
+    assert [str(w) for w in config.warnings] == [
+        f"{path}:10: security.pkiConnection.getFromPKIForNewRecipients: warning: is true but "
+        "cmcgate.pki.directory.url is not set: recipients' certificates cannot be fetched from "
+        "the PKI (CMC has no search by address; set the directory the PKI publishes to)"
+    ]
+
+
+def test_a_pki_directory_that_is_not_asked_warns(write_props):
+    block = SWISSSIGN_BLOCK.replace("NewRecipients=true", "NewRecipients=false")
+    path = write_props(
+        block + "cmcgate.pki.directory.url=ldap://d.example.net\ncmcgate.pki.directory.base=o=x\n"
+    )
+
+    config = load(path)
+
+    assert config.pki is not None and not config.pki.fetch_for_recipients
+    assert "is not asked: security.pkiConnection.getFromPKIForNewRecipients is not true" in (
+        " ".join(str(w) for w in config.warnings)
+    )
+
+
+def test_the_pki_directory_needs_url_and_base_and_no_inline_password(write_props):
+    path = write_props(
+        SWISSSIGN_BLOCK + "cmcgate.pki.directory.url=ldap://d.example.net\n"
+        "cmcgate.pki.directory.password=hunter2\n"
+    )
+
+    errors = errors_of(path)
+
+    assert any("cmcgate.pki.directory.base: missing" in e for e in errors)
+    assert any("cmcgate.pki.directory.password" in e and "hunter2" not in e for e in errors)

@@ -28,18 +28,26 @@ def test_gold_replaces_the_cn_with_the_display_name_and_the_email_with_the_users
     assert san == ["Alice.Muster@example.org"]
 
 
-def test_gold_without_a_display_name_uses_the_address_as_cn():
-    name, _ = subject_for(GOLD_TEMPLATE, email="bob@example.org", kind=ProductKind.GOLD)
+def test_gold_without_a_display_name_has_no_subject_the_address_is_no_stand_in():
+    with pytest.raises(DnError, match="Gold certificate's CN is the user's name.*none"):
+        subject_for(GOLD_TEMPLATE, email="bob@example.org", kind=ProductKind.GOLD)
 
-    assert name.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "bob@example.org"
+
+@pytest.mark.parametrize("name", ["x" * 65, "  ", "bob@example.org", "Bob\x07 Bell"])
+def test_gold_refuses_an_unusable_display_name(name):
+    with pytest.raises(DnError, match="no usable display name"):
+        subject_for(
+            GOLD_TEMPLATE, email="bob@example.org", display_name=name, kind=ProductKind.GOLD
+        )
 
 
-def test_gold_ignores_an_unusable_display_name():
+def test_a_gold_display_name_may_be_any_unicode_name():
     name, _ = subject_for(
-        GOLD_TEMPLATE, email="bob@example.org", display_name="x" * 65, kind=ProductKind.GOLD
-    )
+        GOLD_TEMPLATE, email="j@example.org", display_name="J\u00fcrg M\u00fcller",
+        kind=ProductKind.GOLD,
+    )  # fmt: skip
 
-    assert name.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "bob@example.org"
+    assert name.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "J\u00fcrg M\u00fcller"
 
 
 def test_silver_keeps_the_templates_cn_and_puts_the_address_in_the_san():
@@ -62,7 +70,7 @@ def test_a_silver_template_may_carry_an_email_attribute_which_is_replaced():
 @pytest.mark.parametrize("email", ["", "no-at-sign", "a b@example.org", "j\u00f6rg@example.org"])
 def test_addresses_a_certificate_cannot_hold_are_refused(email):
     with pytest.raises(DnError):
-        subject_for(GOLD_TEMPLATE, email=email, kind=ProductKind.GOLD)
+        subject_for(GOLD_TEMPLATE, email=email, display_name="Bob Example", kind=ProductKind.GOLD)
 
 
 def test_a_silver_template_with_more_than_a_cn_is_refused():

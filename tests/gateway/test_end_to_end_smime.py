@@ -64,7 +64,9 @@ class MemoryCertificates:
         identity = self._get(email_)
         return identity.cert if identity else None
 
-    async def signing_identity(self, email_: str) -> SigningIdentity | None:
+    async def signing_identity(
+        self, email_: str, display_name: str | None = None
+    ) -> SigningIdentity | None:
         identity = self._get(email_)
         return SigningIdentity(identity.key, identity.cert, identity.chain) if identity else None
 

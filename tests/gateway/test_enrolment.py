@@ -1,6 +1,7 @@
 """The certificate broker enrols internal senders on their first mail, on real services.
 
-A real bundled CA (software keys) serves CMC over HTTPS with client certificates; the gateway
+A real bundled CA (software keys; products: example-silver (auto), example-manual (approval),
+example-gold (sponsor profile)) serves CMC over HTTPS with client certificates; the gateway
 reads a properties file in the seed's form, takes mail over real SMTP, enrols through the
 real CMC client and relays to the SMTP sink; openssl judges the signatures.
 """
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -52,7 +54,19 @@ MANUAL_PRODUCT = """
     approval: manual
     allow_simple_request: false
     publish_ldap: false
+  example-gold:
+    profile: sponsor
+    validities: [1y]
+    key_types: [rsa2048, rsa3072, ec-p256]
+    approval: auto
+    allow_simple_request: false
+    publish_ldap: false
 """
+
+
+def _without_scheduled_publication(scheduler: Any, _service: CaService) -> None:
+    if scheduler.get_job("ldap-publish") is not None:
+        scheduler.remove_job("ldap-publish")
 
 
 @dataclass
@@ -63,11 +77,15 @@ class BundledCa:
     https_port: int
     http_port: int
     thread: ServiceThread | None = None
+    #: False: the LDAP publication job is not scheduled (a test runs the publisher itself)
+    scheduled_publication: bool = True
 
     def start(self) -> CaService:
         service = CaService(
             self.directory, https=("127.0.0.1", self.https_port), http=("127.0.0.1", self.http_port)
         )
+        if not self.scheduled_publication:
+            service.extra_jobs = _without_scheduled_publication  # type: ignore[attr-defined]
         self.thread = ServiceThread(service)
         return self.thread.start()
 
@@ -91,12 +109,24 @@ class BundledCa:
                 self.service.ca.approve(order.id, "test-operator")
 
 
-def write_properties(tmp: Path, ca: BundledCa, product: str, name: str) -> Path:
-    """A gateway properties file in the seed's (Totemo/SwissSign) form."""
+def write_properties(
+    tmp: Path,
+    ca: BundledCa,
+    product: str,
+    name: str,
+    *,
+    subject_template: str = "CN=Secure Mail: Gateway Certificate",
+    issuer_dn: str | None = None,
+    trusted_roots: str = "root-ca.pem",
+    fetch_for_recipients: bool = False,
+    extra: dict[str, object] | None = None,
+) -> Path:
+    """A gateway properties file in the seed's (Totemo/SwissSign) form; ``trusted_roots`` is
+    a file of the CA's directory."""
     password = tmp / "access.pass"
     password.write_bytes(PASSWORD + b"\n")
     password.chmod(0o600)
-    issuer = ca.service.ca.issuing_cert.subject.rfc4514_string()
+    issuer = issuer_dn or ca.service.ca.issuing_cert.subject.rfc4514_string()
     path = tmp / f"{name}.properties"
     path.write_text(
         pki_connection_properties(
@@ -107,10 +137,12 @@ def write_properties(tmp: Path, ca: BundledCa, product: str, name: str) -> Path:
             issuer_dn=issuer,
             access_p12=tmp / "access.p12",
             access_password_file=password,
-            trusted_roots=ca.directory / "root-ca.pem",
+            trusted_roots=ca.directory / trusted_roots,
+            subject_template=subject_template,
             type_="rfc5272",
-            fetch_for_recipients=False,
+            fetch_for_recipients=fetch_for_recipients,
             extra={
+                **(extra or {}),
                 "cmcgate.pki.retries": 1,
                 "cmcgate.pki.connectTimeout": 2,
                 "cmcgate.gateway.internalDomains": "example.org",
@@ -123,19 +155,24 @@ def write_properties(tmp: Path, ca: BundledCa, product: str, name: str) -> Path:
     return path
 
 
-def start_bundled_ca(tmp: Path) -> tuple[BundledCa, PkiConnection, PkiConnection]:
-    """A CA with an auto and a manual-approval product, started; the two PKI connections."""
+def start_bundled_ca(
+    tmp: Path, **init_options: object
+) -> tuple[BundledCa, PkiConnection, PkiConnection]:
+    """A CA with an auto and a manual-approval product, started; the two PKI connections.
+
+    ``init_options`` go to :func:`ca.init.initialise` (e.g. ``ldap_url`` to publish)."""
     directory = tmp / "ca"
-    ca = BundledCa(directory, free_port(), free_port())
+    ca = BundledCa(directory, free_port(), free_port(), scheduled_publication=False)
+    options: dict[str, object] = {"email_domains": ("example.org",), **init_options}
     initialise(
         directory, key_backend="software", key_type=KeyType.EC_P256, progress=lambda _: None,
         base_url=f"http://127.0.0.1:{ca.http_port}", account_id=ACCOUNT,
-        email_domains=("example.org",), product_id="example-silver",
-        organization_identifier="NTRCH-CHE-123.456.789",
+        product_id="example-silver", organization_identifier="NTRCH-CHE-123.456.789",
+        **options,  # type: ignore[arg-type]
     )  # fmt: skip
     ca_yaml = directory / "ca.yaml"
     text = ca_yaml.read_text().replace(
-        "products: [example-silver]", "products: [example-silver, example-manual]"
+        "products: [example-silver]", "products: [example-silver, example-manual, example-gold]"
     )
     ca_yaml.write_text(text + MANUAL_PRODUCT)
     service = ca.start()
@@ -164,9 +201,9 @@ class Gateway:
     ca: BundledCa
     controller: object
 
-    def send(self, sender: str, body: str = "Hello Bob") -> None:
+    def send(self, sender: str, body: str = "Hello Bob", *, from_header: str | None = None) -> None:
         message = (
-            f"From: {sender}\r\nTo: bob@partner.example\r\nSubject: hi\r\n"
+            f"From: {from_header or sender}\r\nTo: bob@partner.example\r\nSubject: hi\r\n"
             f"Message-ID: <{threading.get_ident()}.{id(body)}@example.org>\r\n\r\n{body}\r\n"
         ).encode()
         with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as client:
@@ -177,7 +214,7 @@ class Gateway:
 def make_gateway(
     bundled: tuple, smtp_sink: SmtpSink, tmp_path: Path
 ) -> Iterator[Callable[..., Gateway]]:
-    ca, auto, manual = bundled
+    ca, auto, manual = bundled[:3]
     made: list[Gateway] = []
 
     def make(

@@ -195,7 +195,9 @@ async def test_enrolment_that_fails_temporarily_with_sign_allow_sends_unsigned()
 
 async def test_hsm_session_failure_gives_451():
     class HsmDown(MemoryCertificates):
-        async def signing_identity(self, email_: str) -> SigningIdentity | None:
+        async def signing_identity(
+            self, email_: str, display_name: str | None = None
+        ) -> SigningIdentity | None:
             raise KeyBackendError("PKCS#11 session lost: CKR_DEVICE_REMOVED")
 
     reply = await refused(
