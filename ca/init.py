@@ -186,9 +186,7 @@ def _make_hierarchy(
     )
     root_key = _fresh_key(keys, ca.root.key_label, ca.root.key_type, force, generated)
     progress(f"generating issuing CA key {ca.issuing.key_label} ({ca.issuing.key_type.value})")
-    issuing_key = _fresh_key(
-        keys, ca.issuing.key_label, ca.issuing.key_type, force, generated
-    )
+    issuing_key = _fresh_key(keys, ca.issuing.key_label, ca.issuing.key_type, force, generated)
     root_subject = ca.root.subject or "CN=cmcgate Root CA,O=cmcgate,C=CH"
     issuing_subject = ca.issuing.subject or "CN=cmcgate S/MIME Issuing CA,O=cmcgate,C=CH"
     progress("signing root and issuing CA certificates")

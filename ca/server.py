@@ -11,7 +11,9 @@ the infrastructure CA:
 * ``GET /crl/NAME.crl``, ``GET /certs/NAME.cer`` — also served here.
 
 Plain HTTP (``--http-listen``, default ``ca.listen`` of ca.yaml) serves only ``/crl`` and
-``/certs``.  Requests run in a small thread pool (the CA, HSM and database calls block).
+``/certs``. Before either port opens, orders a stopped CA left in progress are finished or
+failed (:mod:`ca.recovery`). Requests run in a small thread pool (the CA, HSM and database
+calls block).
 SIGTERM/SIGINT stop accepting and let in-flight requests finish; SIGHUP re-reads ca.yaml.
 No stack trace ever reaches a client: anything unexpected is logged and answered with a
 short text (HTTP) or internalCAError (CMC).
@@ -38,6 +40,7 @@ from cryptography.hazmat.primitives import serialization
 
 from ca.authority import CertificateAuthority
 from ca.cmc_service import MAX_BODY, CmcService, Query
+from ca.recovery import recover
 from ca.service_certs import ServiceMaterial, ensure_service_material, write_infra_crl
 from config.errors import CmcgateError
 
@@ -201,6 +204,8 @@ class CaService:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._pool, self._open)
+        # orders a killed predecessor left half-way are settled before the port opens
+        await loop.run_in_executor(self._pool, lambda: recover(self.ca))
         if self.http is None:
             settings = self.ca.settings.ca
             self.http = (settings.listen_host, settings.listen_port)

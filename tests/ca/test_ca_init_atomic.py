@@ -29,8 +29,7 @@ def test_a_wrong_pin_leaves_no_ca_yaml_and_the_retry_needs_no_force(
     assert cli_main(_init(ca_dir, softhsm_token, wrong)) == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [
-        f"cmcgate: PKCS#11 login failed on token '{softhsm_token.token_label}': "
-        "the PIN was refused"
+        f"cmcgate: PKCS#11 login failed on token '{softhsm_token.token_label}': the PIN was refused"
     ]
     assert not ca_dir.exists() or list(ca_dir.iterdir()) == []
 
