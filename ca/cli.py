@@ -29,6 +29,7 @@ from ca.cli_orders import (
     register_recover,
 )
 from ca.keys import KeyType
+from ca.store import Store
 from ca.store_model import CertificateStatus
 
 
@@ -268,13 +269,64 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     with open_store(_dir(args), audit_key=True) as store:
         report = verify_audit(store)
     if report.ok:
-        mac = ", MACs checked" if report.mac_checked else ""
+        mac = ""
+        if report.mac_checked:
+            mac = ", MACs checked" + (
+                f" from record {report.mac_from} (HMAC turned on there)"
+                if report.mac_from and report.mac_from > 1
+                else ""
+            )
         print(f"audit log intact: {report.records} records{mac}")
         return 0
     print(f"audit log BROKEN: {len(report.problems)} problem(s)", file=sys.stderr)
     for problem in report.problems:
         print(problem)
     return 1
+
+
+def cmd_audit_enable_hmac(args: argparse.Namespace) -> int:
+    """MAC every audit record from now on; a checkpoint record covers the earlier ones."""
+    from ca.audit import load_hmac_key
+    from ca.audit_hmac import enable_hmac, hmac_problem, name_key_file_in_ca_yaml, new_key_file
+    from ca.settings import load_ca_settings
+
+    ca_yaml = ca_yaml_of(_dir(args))
+    settings = load_ca_settings(ca_yaml).ca
+    configured = settings.audit_hmac_key_file
+    wanted = Path(args.key_file).resolve() if args.key_file else None
+    if configured is not None and wanted is not None and wanted != configured.resolve():
+        raise CaCliError(f"{ca_yaml} names the audit key {configured} already")
+    key_file = configured or wanted or settings.directory / "audit.key"
+    store = Store.open(settings.database)
+    try:
+        if key_file.exists():
+            key = load_hmac_key(key_file)
+            why = hmac_problem(store, key)
+            if why is not None:
+                raise CaCliError(f"HMAC not turned on: {why}")
+        else:
+            why = hmac_problem(store, b"\0" * 32)  # no record can carry a MAC of a new key
+            if why is not None:
+                raise CaCliError(f"HMAC not turned on: {why}")
+            key = new_key_file(key_file)
+            print(f"new audit HMAC key in {key_file} (mode 600): back it up, keep it secret")
+        if configured is None:
+            original = ca_yaml.read_bytes()
+            name_key_file_in_ca_yaml(ca_yaml, key_file)
+            reloaded = load_ca_settings(ca_yaml).ca.audit_hmac_key_file
+            if reloaded is None or reloaded.resolve() != key_file.resolve():
+                ca_yaml.write_bytes(original)
+                raise CaCliError(f"could not name {key_file} in {ca_yaml}: add it by hand")
+            print(f"{ca_yaml}: audit.hmac_key_file set")
+        record = enable_hmac(store, key, actor=args.operator)
+    finally:
+        store.close()
+    if record is None:
+        print("audit HMAC is on already: every record that must carry a MAC has one")
+        return 0
+    print(f"audit HMAC on from record {record.seq} (checkpoint; earlier records are pinned by it)")
+    print("reload `cmcgate ca serve` (SIGHUP) so that it MACs what it appends")
+    return 0
 
 
 def register(subparsers: Any) -> None:
@@ -359,3 +411,10 @@ def register(subparsers: Any) -> None:
     p = audit_sub.add_parser("verify", help="check the hash chain; names any broken record")
     p.add_argument("--dir", help="CA directory (default $CMCGATE_CA_DIR or .)")
     p.set_defaults(func=cmd_audit_verify)
+    p = audit_sub.add_parser(
+        "enable-hmac", help="MAC the audit log from now on (a checkpoint covers older records)"
+    )
+    p.add_argument("--dir", help="CA directory (default $CMCGATE_CA_DIR or .)")
+    p.add_argument("--key-file", help="the key file (default: ca.yaml's, else <dir>/audit.key)")
+    p.add_argument("--operator", default=os.environ.get("USER", "operator"))
+    p.set_defaults(func=cmd_audit_enable_hmac)
