@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives import serialization
 from ca.authority import CertificateAuthority
 from ca.cmc_service import MAX_BODY, CmcService, Query
 from ca.recovery import recover
+from ca.server_log import cmc_log_text, note_cmc, request_log
 from ca.service_certs import ServiceMaterial, ensure_service_material, write_infra_crl
 from config.errors import CmcgateError
 
@@ -49,6 +50,11 @@ log = logging.getLogger(__name__)
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
 SHUTDOWN_TIMEOUT = 30.0
 CRL_REFRESH_SECONDS = 3600
+#: Seconds a client has to send a whole request body (slowloris: headers sent, body trickled).
+BODY_TIMEOUT = 20.0
+#: Seconds a connection may stay without a complete request: bounds slow headers and idle
+#: keep-alive connections (aiohttp's own default is an hour).
+IDLE_TIMEOUT = 60.0
 
 
 class ServeError(CmcgateError):
@@ -107,6 +113,7 @@ class CaService:
     http: tuple[str, int] | None = None
     hosts: list[str] = field(default_factory=list)
     workers: int = 4
+    body_timeout: float = BODY_TIMEOUT
 
     def __post_init__(self) -> None:
         self._ca: CertificateAuthority | None = None
@@ -153,7 +160,20 @@ class CaService:
 
     # -- HTTP handlers ------------------------------------------------------------------------
     async def _cmc(self, request: web.Request) -> web.Response:
-        body = await request.read()
+        if (request.content_length or 0) > MAX_BODY:  # refused before a byte is read
+            note_cmc(f"body of {request.content_length} bytes refused")
+            too_large = web.Response(
+                status=413, text=f"a PKI Request is at most {MAX_BODY} bytes\n"
+            )
+            too_large.force_close()
+            return too_large
+        try:
+            body = await asyncio.wait_for(request.read(), self.body_timeout)
+        except TimeoutError:
+            note_cmc(f"body not received within {self.body_timeout:g} s")
+            answer = web.Response(status=408, text="request body too slow\n")
+            answer.force_close()
+            return answer
         service = self._service
         assert service is not None
         query = Query(
@@ -173,6 +193,7 @@ class CaService:
                 transfer_encoding=request.headers.get("Content-Transfer-Encoding"),
             ),
         )
+        note_cmc(cmc_log_text(reply))
         return web.Response(
             status=reply.status, body=reply.body, headers={"Content-Type": reply.content_type}
         )
@@ -193,7 +214,9 @@ class CaService:
         return web.Response(body=data, headers={"Content-Type": media})
 
     def _app(self, *, cmc: bool) -> web.Application:
-        app = web.Application(middlewares=[_no_traces], client_max_size=MAX_BODY + 4096)
+        app = web.Application(
+            middlewares=[request_log, _no_traces], client_max_size=MAX_BODY + 4096
+        )
         app.router.add_get(r"/{folder:crl|certs}/{name}", self._file)
         if cmc:
             app.router.add_post("/ws/cmc", self._cmc)
@@ -211,8 +234,9 @@ class CaService:
             self.http = (settings.listen_host, settings.listen_port)
         for cmc, (host, port) in ((True, self.https), (False, self.http)):
             runner = web.AppRunner(
-                self._app(cmc=cmc), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
-            )
+                self._app(cmc=cmc), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT,
+                keepalive_timeout=IDLE_TIMEOUT,
+            )  # fmt: skip
             await runner.setup()
             context = server_context(self.material) if cmc else None
             site = web.TCPSite(runner, host, port, ssl_context=context)
@@ -337,6 +361,7 @@ def cmd_serve(args: Any) -> int:
         https=parse_listen(args.listen, 8443),
         http=parse_listen(args.http_listen, 8480) if args.http_listen else None,
         hosts=list(args.hostname or ()),
+        body_timeout=args.body_timeout,
     )
     asyncio.run(service.serve_forever())
     return 0
@@ -377,6 +402,10 @@ def register_service_commands(sub: Any) -> None:
     p.add_argument("--listen", default="127.0.0.1:8443", help="HTTPS HOST:PORT for CMC")
     p.add_argument("--http-listen", help="HTTP HOST:PORT for /crl and /certs (default ca.listen)")
     p.add_argument("--hostname", action="append", help="extra DNS name/IP for the TLS certificate")
+    p.add_argument(
+        "--body-timeout", type=float, default=BODY_TIMEOUT, metavar="SECONDS",
+        help=f"time a client has to send a request body (default {BODY_TIMEOUT:g})",
+    )  # fmt: skip
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("access-cert", help="issue an account's access certificate (PKCS#12)")
     p.add_argument("--dir", help="CA directory (default $CMCGATE_CA_DIR or .)")

@@ -9,9 +9,6 @@ gateway's CMC client from three threads, and SIGKILLs the CA while orders are in
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -34,14 +31,8 @@ from ca.store_model import CertificateStatus, OrderStatus, OrderView
 from cmc.client_config import client_from_config
 from config.cli import main as cli_main
 from config.properties import load
-from tests.ca.test_cmc_server import (
-    ACCOUNT,
-    PASSWORD,
-    SILVER,
-    _csr,
-    _free_port,
-    _write_props,
-)
+from tests.ca.serve_process import Serve, served_ca
+from tests.ca.test_cmc_server import ACCOUNT, SILVER, _csr
 
 S = OrderStatus
 
@@ -144,63 +135,9 @@ def test_recover_finishes_signed_orders_and_fails_the_others(
 # -- kill -9 during issuance over CMC ------------------------------------------------------
 
 
-class Serve:
-    """``cmcgate ca serve`` as a child process."""
-
-    def __init__(self, ca_dir: Path, https_port: int, http_port: int, log: Path) -> None:
-        self.ca_dir, self.https_port, self.http_port, self.log = ca_dir, https_port, http_port, log
-        self.proc: subprocess.Popen[str] | None = None
-
-    def start(self) -> None:
-        cmcgate = Path(os.environ.get("VIRTUAL_ENV", "")) / "bin" / "cmcgate"
-        if not cmcgate.exists():
-            import sys
-
-            cmcgate = Path(sys.executable).with_name("cmcgate")
-        with self.log.open("a") as log:
-            self.proc = subprocess.Popen(
-                [str(cmcgate), "ca", "serve", "--dir", str(self.ca_dir),
-                 "--listen", f"127.0.0.1:{self.https_port}",
-                 "--http-listen", f"127.0.0.1:{self.http_port}"],
-                stdout=subprocess.PIPE, stderr=log, text=True,
-            )  # fmt: skip
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # printed once both ports listen
-        assert line.startswith("cmcgate CA: CMC on"), (line, self.log.read_text()[-2000:])
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Serve, Path]]:
-    directory = tmp_path / "ca"
-    http_port = _free_port()
-    initialise(
-        directory, key_backend="software", key_type=KeyType.EC_P256, progress=lambda _: None,
-        base_url=f"http://127.0.0.1:{http_port}", account_id=ACCOUNT,
-        email_domains=("example.org",), product_id=SILVER,
-    )  # fmt: skip
-    (tmp_path / "p12.pass").write_bytes(PASSWORD + b"\n")
-    assert cli_main(["ca", "access-cert", "--dir", str(directory), "--account", ACCOUNT,
-                     "--out", str(tmp_path / f"{ACCOUNT}.p12"),
-                     "--password-file", str(tmp_path / "p12.pass")]) == 0  # fmt: skip
-    serve = Serve(directory, _free_port(), http_port, tmp_path / "serve.log")
-    with CertificateAuthority.open(directory / "ca.yaml") as ca:
-        issuer = ca.issuing_cert.subject.rfc4514_string()
-    url = f"/ws/cmc?account={ACCOUNT}&product={SILVER}"
-    props = _write_props(tmp_path, "gw", serve.https_port, url, tmp_path / f"{ACCOUNT}.p12", issuer)
+    serve, props = served_ca(tmp_path)
     try:
         yield serve, props
     finally:
