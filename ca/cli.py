@@ -145,6 +145,11 @@ def cmd_approve(args: argparse.Namespace) -> int:
             der = ca.store.get_certificate(serial).der
             _write_certificate(args, x509.load_der_x509_certificate(der), ca.chain)
             return 0
+        if order.status is not OrderStatus.PENDING_AUTHORIZATION:
+            why = f": {order.failure_reason}" if order.failure_reason else ""
+            print(f"order {order.id} is {order.status.value}{why}: it cannot be approved",
+                  file=sys.stderr)  # fmt: skip
+            return 1
         try:
             result = ca.approve(
                 args.order, args.operator, given_name=args.given_name, surname=args.surname

@@ -102,3 +102,8 @@ def test_list_status_failed_shows_the_reason(
         run(capsys, "ca", "list", *d, "--status", "nonsense")
     assert bad.value.code == 2 and "unknown status 'nonsense'" in capsys.readouterr().err
     assert cli_main(["ca", "list", *d, "--status", "revoked"]) == 0
+    failed = re.search(r"(ord-\S+)\s+FAILED", out).group(1)  # type: ignore[union-attr]
+    code, out, err = run(capsys, "ca", "approve", *d, failed)
+    assert code == 1 and out == ""
+    assert err.startswith(f"order {failed} is FAILED: email eve@evil.example is outside")
+    assert err.rstrip().endswith("it cannot be approved")
