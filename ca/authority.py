@@ -326,23 +326,40 @@ class CertificateAuthority(Closing):
             )
         der = certificate.public_bytes(serialization.Encoding.DER)
         self.store.record_certificate(order.id, der)
-        self.store.advance(order.id, S.POST_VALIDATION)
+        done = self.complete_issuance(order, certificate, product)
+        return IssueResult(done, certificate, self.chain)
+
+    def complete_issuance(
+        self,
+        order: OrderView,
+        certificate: x509.Certificate,
+        product: ProductSettings,
+        *,
+        actor: str = "ca",
+    ) -> OrderView:
+        """The steps after the stored certificate: POST_VALIDATION (lint again), then
+        FINALIZE_ISSUANCE with the LDAP publication jobs, and ISSUED.
+
+        Also how :mod:`ca.recovery` finishes an order a killed CA left in ISSUE or
+        POST_VALIDATION. A lint failure revokes the certificate (superseded), fails the
+        order and raises OrderRefused.
+        """
+        if self.store.get_order(order.id).status is S.ISSUE:
+            self.store.advance(order.id, S.POST_VALIDATION)
+        der = certificate.public_bytes(serialization.Encoding.DER)
         try:
             self.linter.check(der, product.profile)
         except LintFailed as exc:
             self.store.revoke(
-                certificate.serial_number,
-                "superseded",
-                by="ca",
+                certificate.serial_number, "superseded", by=actor,
                 comment="post-issuance lint failed",
-            )
+            )  # fmt: skip
             self.write_crl()
             self._refuse(order, f"post-issuance lint failed: {exc}", "internal")
         publish = product.publish_ldap and self.settings.ca.ldap is not None
-        done = self.store.finish_issuance(
+        return self.store.finish_issuance(
             order.id, [(certificate.serial_number, e) for e in order.emails] if publish else ()
         )
-        return IssueResult(done, certificate, self.chain)
 
     def _refuse(self, order: OrderView, reason: str, category: str) -> NoReturn:
         current = self.store.get_order(order.id)

@@ -19,25 +19,29 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
+from ca.cli_orders import (
+    CaCliError,
+    ca_dir,
+    ca_yaml_of,
+    list_orders,
+    open_store,
+    parse_status,
+    register_recover,
+)
 from ca.keys import KeyType
-from config.errors import CmcgateError
-
-
-class CaCliError(CmcgateError):
-    """A CA command could not run (unreadable input, no such CA)."""
+from ca.store.model import CertificateStatus
+from ca.store.orders import Store
 
 
 def _dir(args: argparse.Namespace) -> Path:
-    return Path(args.dir or os.environ.get("CMCGATE_CA_DIR") or ".")
+    return ca_dir(args)
 
 
 def _open(args: argparse.Namespace) -> Any:
+    """The whole CA, keys included (commands that sign)."""
     from ca.authority import CertificateAuthority
 
-    ca_yaml = _dir(args) / "ca.yaml"
-    if not ca_yaml.exists():
-        raise CaCliError(f"{ca_yaml}: no CA here (run `cmcgate ca init --dir {_dir(args)}`)")
-    return CertificateAuthority.open(ca_yaml)
+    return CertificateAuthority.open(ca_yaml_of(_dir(args)))
 
 
 def _read(path: str) -> bytes:
@@ -118,13 +122,7 @@ def cmd_issue(args: argparse.Namespace) -> int:
             status = order.status.value
             print(f"order {order.id} {status}: approve with `cmcgate ca approve {order.id}`")
             return 0
-        data = _output(
-            result.certificate, () if args.format == "der" else result.chain, args.format
-        )
-        if args.out:
-            Path(args.out).write_bytes(data)
-        else:
-            sys.stdout.write(data.decode())
+        _write_certificate(args, result.certificate, result.chain)
         print(
             f"order {order.id} ISSUED serial {result.certificate.serial_number:x}", file=sys.stderr
         )
@@ -132,9 +130,26 @@ def cmd_issue(args: argparse.Namespace) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
+    """Issue a waiting order; prints the certificate and chain like ``issue``."""
     from ca.authority import OrderRefused
+    from ca.store.model import OrderStatus
 
+    if args.format != "pem" and not args.out:
+        raise CaCliError(f"--format {args.format} is binary: give --out FILE")
     with _open(args) as ca:
+        order = ca.store.get_order(args.order)
+        if order.status is OrderStatus.ISSUED and order.certificate_serial:
+            serial = order.certificate_serial
+            print(f"order {order.id} is already ISSUED (serial {serial}): nothing to approve",
+                  file=sys.stderr)  # fmt: skip
+            der = ca.store.get_certificate(serial).der
+            _write_certificate(args, x509.load_der_x509_certificate(der), ca.chain)
+            return 0
+        if order.status is not OrderStatus.PENDING_AUTHORIZATION:
+            why = f": {order.failure_reason}" if order.failure_reason else ""
+            print(f"order {order.id} is {order.status.value}{why}: it cannot be approved",
+                  file=sys.stderr)  # fmt: skip
+            return 1
         try:
             result = ca.approve(
                 args.order, args.operator, given_name=args.given_name, surname=args.surname
@@ -142,15 +157,35 @@ def cmd_approve(args: argparse.Namespace) -> int:
         except OrderRefused as exc:
             return _print_refusal(exc)
         assert result.certificate is not None
-        print(f"order {args.order} ISSUED serial {result.certificate.serial_number:x}")
+        _write_certificate(args, result.certificate, result.chain)
+        print(f"order {args.order} ISSUED serial {result.certificate.serial_number:x}",
+              file=sys.stderr)  # fmt: skip
     return 0
 
 
+def _write_certificate(
+    args: argparse.Namespace, cert: x509.Certificate, chain: tuple[x509.Certificate, ...]
+) -> None:
+    data = _output(cert, () if args.format == "der" else chain, args.format)
+    if args.out:
+        Path(args.out).write_bytes(data)
+    else:
+        sys.stdout.write(data.decode())
+
+
 def cmd_list(args: argparse.Namespace) -> int:
+    """Certificates; orders with ``--stuck`` or ``--status <order status>`` (e.g. pending).
+
+    Read-only: opens the database alone (no PIN, no key passphrase needed)."""
     within = timedelta(days=args.expiring_within) if args.expiring_within is not None else None
-    with _open(args) as ca:
-        certs = ca.store.find_certificates(email=args.email, expiring_within=within)
-    rows = [
+    certificate_status = args.status if isinstance(args.status, CertificateStatus) else None
+    with open_store(_dir(args)) as store:
+        if args.stuck or (args.status is not None and certificate_status is None):
+            return list_orders(store, args)
+        certs = store.find_certificates(
+            email=args.email, expiring_within=within, status=certificate_status
+        )
+    rows: list[dict[str, Any]] = [
         {
             "serial": c.serial, "status": c.status.value, "not_after": c.not_after.isoformat(),
             "emails": list(c.emails), "subject": c.subject, "order": c.order_id,
@@ -170,25 +205,27 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from ca.store.model import StoreError
 
-    with _open(args) as ca:
+    with open_store(_dir(args)) as store:
         if args.what.startswith("ord-"):
-            order = ca.store.get_order(args.what)
+            order = store.get_order(args.what)
             print(f"order {order.id}\n  status   {order.status.value}\n  account  {order.account}")
-            print(f"  product  {order.product}\n  subject  {order.subject}")
+            print(f"  product  {order.product}\n  requested {order.subject}")
             print(f"  emails   {', '.join(order.emails)}\n  validity {order.validity}")
             if order.failure_reason:
                 print(f"  reason   {order.failure_reason}")
             for change in order.subject_changes:
                 print(f"  changed  {change.attribute}: {change.requested!r} -> {change.issued!r}")
-            for step in ca.store.history(order.id):
+            for step in store.history(order.id):
                 print(
                     f"  {step.at.isoformat()}  {step.to_status.value}  {step.note or ''}".rstrip()
                 )
             if order.certificate_serial:
-                print(f"  serial   {order.certificate_serial}")
+                issued = store.get_certificate(order.certificate_serial)
+                print(f"  serial   {issued.serial}  ({issued.status.value})")
+                print(f"  issued   {issued.subject}")
             return 0
         try:
-            cert = ca.store.get_certificate(args.what)
+            cert = store.get_certificate(args.what)
         except StoreError as exc:
             raise CaCliError(str(exc)) from None
         print(
@@ -233,17 +270,73 @@ def cmd_crl(args: argparse.Namespace) -> int:
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from ca.store.audit import verify_audit
 
-    with _open(args) as ca:
-        # the store holds the audit key read from ca.yaml's audit.hmac_key_file, if any
-        report = verify_audit(ca.store)
+    # the store holds the audit key read from ca.yaml's audit.hmac_key_file, if any
+    with open_store(_dir(args), audit_key=True) as store:
+        report = verify_audit(store)
     if report.ok:
-        mac = ", MACs checked" if report.mac_checked else ""
+        mac = ""
+        if report.mac_checked:
+            mac = ", MACs checked" + (
+                f" from record {report.mac_from} (HMAC turned on there)"
+                if report.mac_from and report.mac_from > 1
+                else ""
+            )
         print(f"audit log intact: {report.records} records{mac}")
         return 0
     print(f"audit log BROKEN: {len(report.problems)} problem(s)", file=sys.stderr)
     for problem in report.problems:
         print(problem)
     return 1
+
+
+def cmd_audit_enable_hmac(args: argparse.Namespace) -> int:
+    """MAC every audit record from now on; a checkpoint record covers the earlier ones."""
+    from ca.settings.loader import load_ca_settings
+    from ca.store.audit import load_hmac_key
+    from ca.store.audit_hmac import (
+        enable_hmac,
+        hmac_problem,
+        name_key_file_in_ca_yaml,
+        new_key_file,
+    )
+
+    ca_yaml = ca_yaml_of(_dir(args))
+    settings = load_ca_settings(ca_yaml).ca
+    configured = settings.audit_hmac_key_file
+    wanted = Path(args.key_file).resolve() if args.key_file else None
+    if configured is not None and wanted is not None and wanted != configured.resolve():
+        raise CaCliError(f"{ca_yaml} names the audit key {configured} already")
+    key_file = configured or wanted or settings.directory / "audit.key"
+    store = Store.open(settings.database)
+    try:
+        if key_file.exists():
+            key = load_hmac_key(key_file)
+            why = hmac_problem(store, key)
+            if why is not None:
+                raise CaCliError(f"HMAC not turned on: {why}")
+        else:
+            why = hmac_problem(store, b"\0" * 32)  # no record can carry a MAC of a new key
+            if why is not None:
+                raise CaCliError(f"HMAC not turned on: {why}")
+            key = new_key_file(key_file)
+            print(f"new audit HMAC key in {key_file} (mode 600): back it up, keep it secret")
+        if configured is None:
+            original = ca_yaml.read_bytes()
+            name_key_file_in_ca_yaml(ca_yaml, key_file)
+            reloaded = load_ca_settings(ca_yaml).ca.audit_hmac_key_file
+            if reloaded is None or reloaded.resolve() != key_file.resolve():
+                ca_yaml.write_bytes(original)
+                raise CaCliError(f"could not name {key_file} in {ca_yaml}: add it by hand")
+            print(f"{ca_yaml}: audit.hmac_key_file set")
+        record = enable_hmac(store, key, actor=args.operator)
+    finally:
+        store.close()
+    if record is None:
+        print("audit HMAC is on already: every record that must carry a MAC has one")
+        return 0
+    print(f"audit HMAC on from record {record.seq} (checkpoint; earlier records are pinned by it)")
+    print("reload `cmcgate ca serve` (SIGHUP) so that it MACs what it appends")
+    return 0
 
 
 def register(subparsers: Any) -> None:
@@ -284,16 +377,24 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out")
     p.add_argument("--requested-by", default=os.environ.get("USER", "cli"))
 
-    p = add("approve", cmd_approve, "authorize an order waiting for approval")
+    p = add("approve", cmd_approve, "authorize an order waiting for approval; prints the cert")
     p.add_argument("order")
+    p.add_argument("--format", choices=["pem", "der", "p7b"], default="pem")
+    p.add_argument("--out")
     p.add_argument("--operator", default=os.environ.get("USER", "operator"))
     p.add_argument("--given-name", help="validated given name (sponsor orders)")
     p.add_argument("--surname", help="validated surname (sponsor orders)")
 
-    p = add("list", cmd_list, "list certificates")
+    p = add("list", cmd_list, "list certificates (or orders: --status pending, --stuck)")
     p.add_argument("--expiring-within", type=int, metavar="DAYS")
     p.add_argument("--email")
+    p.add_argument(
+        "--status", type=parse_status,
+        help="valid|revoked|expired (certificates), or an order status: pending, failed, ...",
+    )  # fmt: skip
+    p.add_argument("--stuck", action="store_true", help="orders a stopped CA left in progress")
     p.add_argument("--json", action="store_true")
+    register_recover(sub, add)
 
     p = add("show", cmd_show, "show a certificate (serial) or an order (ord-...)")
     p.add_argument("what", metavar="SERIAL|ORDER")
@@ -310,7 +411,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--root", action="store_true", help="the root CA's CRL instead")
 
     from ca.publish.publisher import register_publish_command
-    from ca.service.http import register_service_commands
+    from ca.service.commands import register_service_commands
 
     register_service_commands(sub)
     register_publish_command(sub)
@@ -320,3 +421,10 @@ def register(subparsers: Any) -> None:
     p = audit_sub.add_parser("verify", help="check the hash chain; names any broken record")
     p.add_argument("--dir", help="CA directory (default $CMCGATE_CA_DIR or .)")
     p.set_defaults(func=cmd_audit_verify)
+    p = audit_sub.add_parser(
+        "enable-hmac", help="MAC the audit log from now on (a checkpoint covers older records)"
+    )
+    p.add_argument("--dir", help="CA directory (default $CMCGATE_CA_DIR or .)")
+    p.add_argument("--key-file", help="the key file (default: ca.yaml's, else <dir>/audit.key)")
+    p.add_argument("--operator", default=os.environ.get("USER", "operator"))
+    p.set_defaults(func=cmd_audit_enable_hmac)

@@ -15,8 +15,11 @@ Keys never leave the backend: the files hold only labels.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,12 +59,16 @@ def initialise(
     now: datetime | None = None,
     **yaml_options: object,
 ) -> CaSettings:
-    """Create a CA in ``directory``; returns its loaded settings."""
+    """Create a CA in ``directory``; returns its loaded settings.
+
+    Atomic: everything is made in a staging directory inside ``directory`` and moved into
+    place at the end, ``ca.yaml`` last. A failure (a wrong PIN, a full token...) leaves no
+    ``ca.yaml``, no files and no keys of this attempt behind, so the retry needs no --force.
+    """
     directory = directory.resolve()
     ca_yaml = directory / "ca.yaml"
     if ca_yaml.exists() and not force:
         raise InitRefused(f"{ca_yaml} exists: a CA is there already (use --force to replace it)")
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     options: dict[str, object] = dict(yaml_options)
     if key_backend == "pkcs11":
         if pin_file is None:
@@ -73,17 +80,41 @@ def initialise(
             pin_file=str(Path(pin_file).resolve()),
         )
     elif key_backend == "software":
-        passphrase = directory / "keys.pass"
-        if not passphrase.exists():
-            fd = os.open(passphrase, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_urlsafe(32) + "\n")
         options.update(key_backend="software", software_dir="keys", passphrase_file="keys.pass")
     else:
         raise InitRefused(f"unknown key backend {key_backend!r}: use pkcs11 or software")
-    if force:
-        for stale in ("ca.db", "ca.db-wal", "ca.db-shm"):
-            (directory / stale).unlink(missing_ok=True)
+    created = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    staging = Path(tempfile.mkdtemp(prefix=".init-", dir=directory))
+    try:
+        _build(staging, options, key_type, force=force, progress=progress, now=now)
+        _install(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise
+    settings = load_ca_settings(ca_yaml)
+    progress(f"CA ready in {directory}: trust anchor {settings.ca.root.certificate.name}")
+    return settings
+
+
+def _build(
+    staging: Path,
+    options: dict[str, object],
+    key_type: KeyType,
+    *,
+    force: bool,
+    progress: Callable[[str], None],
+    now: datetime | None,
+) -> None:
+    """The whole CA in ``staging``; keys generated here are deleted again on failure."""
+    if options["key_backend"] == "software":
+        fd = os.open(staging / "keys.pass", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+    ca_yaml = staging / "ca.yaml"
     crl_module.write_atomically(
         ca_yaml,
         dump_default_ca_yaml(
@@ -94,24 +125,54 @@ def initialise(
     )
     settings = load_ca_settings(ca_yaml)
     keys = backend_from_settings(settings.ca.keys.backend, **settings.ca.keys.backend_kwargs())
+    generated: list[str] = []
     try:
-        _make_hierarchy(settings, keys, force=force, progress=progress, now=now)
+        _make_hierarchy(settings, keys, generated, force=force, progress=progress, now=now)
+    except BaseException:
+        for label in generated:
+            with contextlib.suppress(Exception):
+                keys.delete(label)
+        raise
     finally:
         keys.close()
-    return settings
 
 
-def _fresh_key(keys: KeyBackend, label: str, key_type: KeyType, force: bool) -> object:
+def _install(staging: Path, directory: Path) -> None:
+    """Move what ``staging`` holds into ``directory``, replacing what is there, ca.yaml last.
+
+    An old database's WAL and shared-memory files go first: SQLite would apply a stale WAL to
+    the new database.
+    """
+    for stale in ("ca.db-wal", "ca.db-shm"):
+        (directory / stale).unlink(missing_ok=True)
+    for entry in sorted(staging.iterdir(), key=lambda p: p.name == "ca.yaml"):
+        target = directory / entry.name
+        if entry.is_dir() and target.is_dir():
+            old = directory / f".{entry.name}.old-{secrets.token_hex(4)}"
+            target.rename(old)
+            entry.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(entry, target)
+    staging.rmdir()
+
+
+def _fresh_key(
+    keys: KeyBackend, label: str, key_type: KeyType, force: bool, generated: list[str]
+) -> object:
     if keys.exists(label):
         if not force:
             raise InitRefused(f"key {label!r} exists in the {keys.kind} backend (use --force)")
         keys.delete(label)
-    return keys.generate(label, key_type)
+    key = keys.generate(label, key_type)
+    generated.append(label)
+    return key
 
 
 def _make_hierarchy(
     settings: CaSettings,
     keys: KeyBackend,
+    generated: list[str],
     *,
     force: bool,
     progress: Callable[[str], None],
@@ -123,9 +184,9 @@ def _make_hierarchy(
     progress(
         f"generating root CA key {ca.root.key_label} ({ca.root.key_type.value}) in {keys.kind}"
     )
-    root_key = _fresh_key(keys, ca.root.key_label, ca.root.key_type, force)
+    root_key = _fresh_key(keys, ca.root.key_label, ca.root.key_type, force, generated)
     progress(f"generating issuing CA key {ca.issuing.key_label} ({ca.issuing.key_type.value})")
-    issuing_key = _fresh_key(keys, ca.issuing.key_label, ca.issuing.key_type, force)
+    issuing_key = _fresh_key(keys, ca.issuing.key_label, ca.issuing.key_type, force, generated)
     root_subject = ca.root.subject or "CN=cmcgate Root CA,O=cmcgate,C=CH"
     issuing_subject = ca.issuing.subject or "CN=cmcgate S/MIME Issuing CA,O=cmcgate,C=CH"
     progress("signing root and issuing CA certificates")
@@ -177,4 +238,3 @@ def _make_hierarchy(
         authority.write_crl()
     finally:
         authority.close()
-    progress(f"CA ready in {ca.directory}: trust anchor {ca.root.certificate.name}")

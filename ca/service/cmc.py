@@ -23,7 +23,7 @@ import base64
 import binascii
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
@@ -61,13 +61,23 @@ F = CMCFailInfo
 
 @dataclass(frozen=True)
 class CmcReply:
+    """The HTTP answer, and what the service's request log says about it: the account, the
+    CMC status (``success``, ``pending``, ``failed``...; None for an HTTP-level refusal),
+    the failInfo, the statusString and the serials of issued certificates."""
+
     status: int
     body: bytes
     content_type: str
+    account: str | None = None
+    cmc_status: str | None = None
+    fail_info: str | None = None
+    detail: str | None = None
+    serials: tuple[str, ...] = ()
 
     @classmethod
     def text(cls, status: int, message: str) -> CmcReply:
-        return cls(status, (message.rstrip() + "\n").encode(), "text/plain; charset=utf-8")
+        body = (message.rstrip() + "\n").encode()
+        return cls(status, body, "text/plain; charset=utf-8", detail=message.strip()[:200])
 
 
 @dataclass(frozen=True)
@@ -163,12 +173,14 @@ class CmcService:
             subject = self._subject(query, client_cert)
             if full is None:
                 assert isinstance(request, SimplePKIRequest)
-                return self._simple(request, subject, query)
-            return self._full(full, subject, query)
+                reply = self._simple(request, subject, query)
+            else:
+                reply = self._full(full, subject, query)
         except Refusal as refusal:
-            return self._refused(full, subject, refusal)
+            reply = self._refused(full, subject, refusal)
         except Exception as exc:  # noqa: BLE001 - the CA answers in CMC, never with a trace
-            return self._refused(full, subject, unexpected(exc))
+            reply = self._refused(full, subject, unexpected(exc))
+        return replace(reply, account=subject.account)
 
     # -- identity ---------------------------------------------------------------------------
     def _subject(self, query: Query, client_cert: x509.Certificate | None) -> Subject:
@@ -254,7 +266,7 @@ class CmcService:
         status = outcome.statuses[0]
         if status.status is CMCStatus.SUCCESS and outcome.certificates:
             simple = build_simple_response(outcome.certificates)
-            return CmcReply(200, simple.der, SIMPLE_RESPONSE_TYPE)
+            return _summarised(CmcReply(200, simple.der, SIMPLE_RESPONSE_TYPE), outcome)
         self._audit_outcome(None, subject, outcome)
         return self._respond(None, outcome)
 
@@ -292,7 +304,7 @@ class CmcService:
             request=request,
             certificates=outcome.certificates,
         )
-        return CmcReply(200, response.der, FULL_RESPONSE_TYPE)
+        return _summarised(CmcReply(200, response.der, FULL_RESPONSE_TYPE), outcome)
 
     def _refused(
         self, request: FullPKIRequest | None, subject: Subject, refusal: Refusal
@@ -333,6 +345,29 @@ class CmcService:
             )
         except Exception:  # noqa: BLE001 - the answer must still go out
             log.exception("cannot append a refusal to the audit log")
+
+
+def _summarised(reply: CmcReply, outcome: Outcome) -> CmcReply:
+    """The reply with the outcome's log fields: the worst status of its body parts."""
+    order = (CMCStatus.FAILED, CMCStatus.NO_SUPPORT, CMCStatus.PENDING, CMCStatus.SUCCESS)
+    ranked = sorted(
+        outcome.statuses, key=lambda s: order.index(s.status) if s.status in order else 0
+    )
+    worst = ranked[0] if ranked else None
+    return replace(
+        reply,
+        cmc_status=None if worst is None else worst.status.rfc_name,
+        fail_info=None if worst is None else worst.fail_info_name,
+        detail=None if worst is None or not worst.status_string else worst.status_string[:200],
+        serials=tuple(format(c.serial_number, "x") for c in outcome.certificates if not _is_ca(c)),
+    )
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
 
 
 __all__ = ["CmcReply", "CmcService", "Query", "decode_body"]

@@ -15,7 +15,9 @@ the infrastructure CA:
 * ``GET /crl/NAME.crl``, ``GET /certs/NAME.cer`` — also served here.
 
 Plain HTTP (``--http-listen``, default ``ca.listen`` of ca.yaml) serves only ``/crl`` and
-``/certs``.  Requests run in a small thread pool (the CA, HSM and database calls block).
+``/certs``. Before either port opens, orders a stopped CA left in progress are finished or
+failed (:mod:`ca.recovery`). Requests run in a small thread pool (the CA, HSM and database
+calls block).
 SIGTERM/SIGINT stop accepting and let in-flight requests finish; SIGHUP re-reads ca.yaml.
 No stack trace ever reaches a client: anything unexpected is logged and answered with a
 short text (HTTP) or internalCAError (CMC).
@@ -42,8 +44,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ca.authority import CertificateAuthority
+from ca.recovery import recover
 from ca.service.certs import ServiceMaterial, ensure_service_material, write_infra_crl
 from ca.service.cmc import MAX_BODY, CmcService, Query, decode_get_message
+from ca.service.log import cmc_log_text, note_cmc, request_log
 from config.errors import CmcgateError
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,11 @@ CRL_REFRESH_SECONDS = 3600
 GET_PARAMETER = "message"
 #: HTTP request line limit: a GET carries the whole PKI Request, base64 and percent-encoded
 MAX_REQUEST_LINE = 64 * 1024
+#: Seconds a client has to send a whole request body (slowloris: headers sent, body trickled).
+BODY_TIMEOUT = 20.0
+#: Seconds a connection may stay without a complete request: bounds slow headers and idle
+#: keep-alive connections (aiohttp's own default is an hour).
+IDLE_TIMEOUT = 60.0
 
 
 class ServeError(CmcgateError):
@@ -113,6 +122,7 @@ class CaService:
     http: tuple[str, int] | None = None
     hosts: list[str] = field(default_factory=list)
     workers: int = 4
+    body_timeout: float = BODY_TIMEOUT
 
     def __post_init__(self) -> None:
         self._ca: CertificateAuthority | None = None
@@ -161,7 +171,20 @@ class CaService:
 
     # -- HTTP handlers ------------------------------------------------------------------------
     async def _cmc(self, request: web.Request) -> web.Response:
-        body = await request.read()
+        if (request.content_length or 0) > MAX_BODY:  # refused before a byte is read
+            note_cmc(f"body of {request.content_length} bytes refused")
+            too_large = web.Response(
+                status=413, text=f"a PKI Request is at most {MAX_BODY} bytes\n"
+            )
+            too_large.force_close()
+            return too_large
+        try:
+            body = await asyncio.wait_for(request.read(), self.body_timeout)
+        except TimeoutError:
+            note_cmc(f"body not received within {self.body_timeout:g} s")
+            answer = web.Response(status=408, text="request body too slow\n")
+            answer.force_close()
+            return answer
         return await self._answer(
             request,
             body,
@@ -213,6 +236,7 @@ class CaService:
                 typed_by_content=typed_by_content,
             ),
         )
+        note_cmc(cmc_log_text(reply))
         return web.Response(
             status=reply.status, body=reply.body, headers={"Content-Type": reply.content_type}
         )
@@ -234,7 +258,9 @@ class CaService:
         return web.Response(body=data, headers={"Content-Type": media})
 
     def _app(self, *, cmc: bool) -> web.Application:
-        app = web.Application(middlewares=[_no_traces], client_max_size=MAX_BODY + 4096)
+        app = web.Application(
+            middlewares=[request_log, _no_traces], client_max_size=MAX_BODY + 4096
+        )
         app.router.add_get(r"/{folder:crl|certs}/{name}", self._file)
         if cmc:
             for path in ("/ws/cmc", "/cmc"):
@@ -246,6 +272,8 @@ class CaService:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._pool, self._open)
+        # orders a killed predecessor left half-way are settled before the port opens
+        await loop.run_in_executor(self._pool, lambda: recover(self.ca))
         if self.http is None:
             settings = self.ca.settings.ca
             self.http = (settings.listen_host, settings.listen_port)
@@ -253,6 +281,7 @@ class CaService:
             runner = web.AppRunner(
                 self._app(cmc=cmc), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT,
                 max_line_size=MAX_REQUEST_LINE,  # a GET request carries the CMC message
+                keepalive_timeout=IDLE_TIMEOUT,
             )  # fmt: skip
             await runner.setup()
             context = server_context(self.material) if cmc else None
@@ -360,74 +389,4 @@ class ServiceThread:
             self._loop.close()
 
 
-# -- CLI (the lead wires register_service_commands into `cmcgate ca`) --------------------------
-
-
-def _ca_dir(args: Any) -> Path:
-    import os
-
-    return Path(args.dir or os.environ.get("CMCGATE_CA_DIR") or ".").resolve()
-
-
-def cmd_serve(args: Any) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    service = CaService(
-        _ca_dir(args),
-        https=parse_listen(args.listen, 8443),
-        http=parse_listen(args.http_listen, 8480) if args.http_listen else None,
-        hosts=list(args.hostname or ()),
-    )
-    asyncio.run(service.serve_forever())
-    return 0
-
-
-def cmd_access_cert(args: Any) -> int:
-    import os
-
-    from ca.keys import KeyType
-    from ca.service.certs import issue_access_certificate
-
-    try:
-        password = Path(args.password_file).read_text().splitlines()[0].encode()
-    except (OSError, IndexError) as exc:
-        raise ServeError(f"{args.password_file}: cannot read the password: {exc}") from None
-    ca_yaml = _ca_dir(args) / "ca.yaml"
-    if not ca_yaml.exists():
-        raise ServeError(f"{ca_yaml}: no CA here (run `cmcgate ca init`)")
-    with CertificateAuthority.open(ca_yaml) as ca:
-        issued = issue_access_certificate(
-            ca, args.account, password, key_type=KeyType.parse(args.key_type),
-            operator=os.environ.get("USER", "cli"),
-        )  # fmt: skip
-    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(issued.p12)
-    print(f"access certificate for {args.account} written to {args.out}")
-    print(f"  serial {issued.certificate.serial_number:x}  sha256 {issued.sha256}")
-    print(f"  registered in {ca_yaml.parent / 'access'}")
-    print(f"  the gateway's trust anchor: {ca_yaml.parent / 'root-ca.pem'}")
-    return 0
-
-
-def register_service_commands(sub: Any) -> None:
-    """Add ``serve`` and ``access-cert`` to the ``cmcgate ca`` subcommands."""
-    p = sub.add_parser("serve", help="run the CMC service (HTTPS) and CRL/AIA files (HTTP)")
-    p.add_argument("--dir", help="CA directory (default $CMCGATE_CA_DIR or .)")
-    p.add_argument("--listen", default="127.0.0.1:8443", help="HTTPS HOST:PORT for CMC")
-    p.add_argument("--http-listen", help="HTTP HOST:PORT for /crl and /certs (default ca.listen)")
-    p.add_argument("--hostname", action="append", help="extra DNS name/IP for the TLS certificate")
-    p.set_defaults(func=cmd_serve)
-    p = sub.add_parser("access-cert", help="issue an account's access certificate (PKCS#12)")
-    p.add_argument("--dir", help="CA directory (default $CMCGATE_CA_DIR or .)")
-    p.add_argument("--account", required=True)
-    p.add_argument("--out", required=True, help="PKCS#12 file to write")
-    p.add_argument("--password-file", required=True, help="file whose first line is the password")
-    p.add_argument(
-        "--key-type", default="ec-p256", choices=["ec-p256", "ec-p384", "rsa2048", "rsa3072"]
-    )
-    p.set_defaults(func=cmd_access_cert)
-
-
-__all__ = ["CaService", "ServeError", "ServiceThread", "register_service_commands"]
+__all__ = ["CaService", "ServeError", "ServiceThread", "parse_listen"]

@@ -69,6 +69,7 @@ class AuditEvent(enum.StrEnum):
     REFUSAL = "refusal"
     PUBLISH = "publish"
     COMMENT = "comment"
+    HMAC_CHECKPOINT = "hmac_checkpoint"
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,8 @@ class AuditReport:
     records: int = 0
     head_seq: int | None = None
     mac_checked: bool = False
+    #: with a key: the first record that must carry a MAC (1, or HMAC's checkpoint record)
+    mac_from: int | None = None
 
 
 def canonical_details(details: Mapping[str, Any] | None) -> str:
@@ -299,6 +302,26 @@ def verify_audit(store: AuditedStore, *, hmac_key: bytes | None = None) -> Audit
         records=len(rows),
         head_seq=None if head_view is None else head_view[0],
         mac_checked=key is not None,
+        mac_from=None if key is None else mac_start(rows, key),
+    )
+
+
+def mac_start(rows: list[AuditRecord], key: bytes) -> int:
+    """The first seq that must carry a MAC under ``key``: 1, or the last ``hmac_checkpoint``
+    record whose hash and MAC verify (HMAC turned on for an existing log, see
+    :mod:`ca.store.audit_hmac`). Records before it are held by the hash chain, which the
+    checkpoint's MAC pins: changing any of them changes the checkpoint's prev_hash."""
+    start = 1
+    for row in rows:
+        if row.event_type == AuditEvent.HMAC_CHECKPOINT.value and _intact(row):
+            if _mac_ok(key, row.hash, row.mac):
+                start = row.seq
+    return start
+
+
+def _intact(row: AuditRecord) -> bool:
+    return row.hash == record_hash(
+        row.seq, row.ts, row.event_type, row.actor, row.subject, row.details_json, row.prev_hash
     )
 
 
@@ -313,6 +336,7 @@ def check_chain(
     prev_stored_hash = GENESIS_HASH
     prev_flagged = False
     all_seqs = [r.seq for r in rows]
+    macs_from = mac_start(rows, key) if key is not None else 0
     for row in rows:
         if row.seq > expected_seq:
             problems.append(
@@ -345,7 +369,8 @@ def check_chain(
                 f"record {row.seq}: chain broken (prev_hash does not match {before}; "
                 "a preceding record was rewritten, replaced or reordered)"
             )
-        if key is not None and not flagged and not _mac_ok(key, row.hash, row.mac):
+        needs_mac = key is not None and row.seq >= macs_from and not flagged
+        if needs_mac and key is not None and not _mac_ok(key, row.hash, row.mac):
             flagged = True
             problems.append(f"record {row.seq}: MAC mismatch (written without the audit key)")
         prev_stored_hash = row.hash

@@ -84,6 +84,13 @@ class OrderStatus(enum.StrEnum):
         return self in _WITH_CERTIFICATE
 
     @property
+    def in_progress(self) -> bool:
+        """The CA is working on the order (NEW ... FINALIZE_ISSUANCE): one that stays here
+        was interrupted (:mod:`ca.recovery`). ISSUED, the final statuses and the two waits
+        (PENDING_AUTHORIZATION, PENDING_CSR_RENEWAL) are settled."""
+        return self in _IN_PROGRESS
+
+    @property
     def is_final(self) -> bool:
         """REVOKED and FAILED end an order; nothing follows them."""
         return self in (OrderStatus.REVOKED, OrderStatus.FAILED)
@@ -96,6 +103,19 @@ _WITH_CERTIFICATE = frozenset(
         OrderStatus.FINALIZE_ISSUANCE,
         OrderStatus.ISSUED,
         OrderStatus.REVOKED,
+    }
+)
+
+_IN_PROGRESS = frozenset(
+    {
+        OrderStatus.NEW,
+        OrderStatus.KEY_VALIDATION,
+        OrderStatus.GENERATE_TBS,
+        OrderStatus.PRE_VALIDATION,
+        OrderStatus.PRE_ISSUE,
+        OrderStatus.ISSUE,
+        OrderStatus.POST_VALIDATION,
+        OrderStatus.FINALIZE_ISSUANCE,
     }
 )
 

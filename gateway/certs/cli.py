@@ -3,7 +3,8 @@
 
 Every command opens the stores either from the gateway properties file (``--config FILE``) or
 from explicit options: ``--store DSN`` and, where users' keys are involved, ``--keys-dir DIR``
-with ``--keys-password-file FILE`` (the software key backend).
+with ``--keys-password-file FILE`` (the software key backend). ``list`` and ``show`` open the
+certificate store alone: they need no key passphrase and no HSM PIN.
 
 ``import`` takes a PEM file that may hold a chain: the end-entity certificate for ``--email``
 is stored as the user's certificate, the CA certificates with it are kept in the store's chain
@@ -109,26 +110,30 @@ def _days(text: str) -> timedelta:
     return timedelta(days=days)
 
 
-def open_from_args(args: argparse.Namespace) -> GatewayStores:
-    """The stores named by ``--config`` or by ``--store``/``--keys-dir``."""
+def open_from_args(args: argparse.Namespace, *, keys: bool = True) -> GatewayStores:
+    """The stores named by ``--config`` or by ``--store``/``--keys-dir``.
+
+    ``keys=False`` (``list``, ``show``): the certificate store alone; the key passphrase or
+    HSM PIN is not read, so an operator without access to it can still look.
+    """
     if args.config is not None:
         if args.store or args.keys_dir or args.keys_password_file:
             raise StoreConfigError("give either --config or --store/--keys-dir, not both")
-        return open_from_config(args.config)
+        return open_from_config(args.config, keys=keys)
     if not args.store:
         raise StoreConfigError("say where the certificates are: --config FILE or --store DSN")
     if (args.keys_dir is None) != (args.keys_password_file is None):
         raise StoreConfigError("--keys-dir and --keys-password-file go together")
-    if args.keys_dir is None:
+    if args.keys_dir is None or not keys:
         return open_stores(StoreSettings(dsn=args.store))
-    keys = {"directory": str(args.keys_dir), "passphrase_file": str(args.keys_password_file)}
-    return open_stores(StoreSettings(dsn=args.store, key_backend="software", key_settings=keys))
+    backend = {"directory": str(args.keys_dir), "passphrase_file": str(args.keys_password_file)}
+    return open_stores(StoreSettings(dsn=args.store, key_backend="software", key_settings=backend))
 
 
 # -- commands -------------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    with open_from_args(args) as stores:
+    with open_from_args(args, keys=False) as stores:
         records = stores.certs.find(
             email=args.email, expiring_within=args.expiring_within, source=args.source
         )
@@ -179,7 +184,7 @@ def cmd_import(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 def cmd_show(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    with open_from_args(args) as stores:
+    with open_from_args(args, keys=False) as stores:
         record = stores.certs.get(args.reference)
     if args.json:
         data = record.to_json()

@@ -70,20 +70,27 @@ def open_stores(settings: StoreSettings) -> GatewayStores:
         raise
 
 
-def open_from_config(path: str | os.PathLike[str]) -> GatewayStores:
-    """The stores the gateway properties file at ``path`` names (ConfigError if invalid)."""
+def open_from_config(path: str | os.PathLike[str], *, keys: bool = True) -> GatewayStores:
+    """The stores the gateway properties file at ``path`` names (ConfigError if invalid).
+
+    ``keys=False``: the certificate store alone, for read-only commands (no key passphrase,
+    no HSM PIN is read).
+    """
     from config.properties import load
 
-    return stores_for(load(path))
+    return stores_for(load(path), keys=keys)
 
 
-def stores_for(config: Config) -> GatewayStores:
-    """The stores a loaded configuration names: certificates always, keys when configured."""
-    keys = config.keys
+def stores_for(config: Config, *, keys: bool = True) -> GatewayStores:
+    """The stores a loaded configuration names: certificates always, keys when configured
+    (and wanted)."""
+    if not keys:
+        return open_stores(StoreSettings(dsn=config.store.dsn))
+    keys_settings = config.keys
     return open_stores(
         StoreSettings(
             dsn=config.store.dsn,
-            key_backend=None if keys is None else keys.kind,
-            key_settings={} if keys is None else keys.backend_kwargs(),
+            key_backend=None if keys_settings is None else keys_settings.kind,
+            key_settings={} if keys_settings is None else keys_settings.backend_kwargs(),
         )
     )

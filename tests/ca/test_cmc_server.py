@@ -26,7 +26,8 @@ from ca.init import initialise
 from ca.keys import KeyType
 from ca.keys.softhsm import SoftHsmToken
 from ca.service.certs import INFRA_KEY_LABEL, SIGNER_KEY_LABEL, issue_access_certificate
-from ca.service.http import CaService, ServiceThread, register_service_commands
+from ca.service.commands import register_service_commands
+from ca.service.http import CaService, ServiceThread
 from ca.store.audit import audit_records
 from cmc.client import CmcClient, EnrollmentPending, access_signer, client_from_settings
 from cmc.client_config import client_from_config, transport_settings

@@ -256,3 +256,42 @@ def test_the_certs_commands_are_part_of_cmcgate(
         pytest.skip("gateway/cli.py does not call gateway.certs.cli.register_certs yet")
     assert code == 0
     assert capsys.readouterr().out.strip() == "no certificates"
+
+
+def test_listing_and_showing_need_no_key_passphrase(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An operator who may not read the key passphrase (or the HSM PIN) can still look."""
+    secret = tmp_path / "keys.pass"
+    secret.touch(mode=0o600)
+    secret.write_text(PASSPHRASE)
+    properties = tmp_path / "gateway.properties"
+    properties.write_text(
+        "cmcgate.store.dsn = sqlite:///gw.db\n"
+        "cmcgate.keys.backend = software\n"
+        "cmcgate.keys.directory = keys\n"
+        "cmcgate.keys.passphraseFile = keys.pass\n"
+    )
+    cert, key = Pki("CLI Root").issue("ivan@example.org", key=rsa_key(11))
+    imported = run(
+        ["import", "--config", str(properties), "--email", "ivan@example.org"]
+        + ["--cert", str(write_pem(tmp_path / "i.pem", cert))]
+        + ["--key", str(write_key(tmp_path / "i.key", key))],
+        capsys,
+    )
+    assert imported.code == 0, imported.err
+    secret.unlink()  # the passphrase is not there for this operator
+
+    listed = run(["list", "--config", str(properties)], capsys)
+    assert listed.code == 0, listed.err
+    assert "ivan@example.org" in listed.out and "yes" in listed.out  # the key is still known
+    serial = format(cert.serial_number, "x")
+    shown = run(["show", "--config", str(properties), serial], capsys)
+    assert shown.code == 0, shown.err
+    assert "ivan@example.org" in shown.out
+    dsn = ["--store", f"sqlite:///{tmp_path}/gw.db"]
+    missing = ["--keys-dir", str(tmp_path / "keys"), "--keys-password-file", str(secret)]
+    assert run(["list", *dsn, *missing], capsys).code == 0
+    # a command that needs the keys still says what is wrong
+    removed = run(["remove", "--config", str(properties), "--delete-key", serial], capsys)
+    assert removed.code == 2 and "keys.pass" in removed.err
