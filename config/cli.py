@@ -3,13 +3,16 @@
 Each package contributes ``register(subparsers)`` that adds its group; a leaf command sets
 ``func`` to a callable taking the parsed arguments and returning the exit status.  Errors
 derived from :class:`config.errors.CmcgateError` are printed as one line and exit 2; no
-traceback reaches the user.
+traceback reaches the user.  A reader that goes away early (``cmcgate ... | head``) ends
+the command quietly with status 141, as a Unix tool killed by SIGPIPE would (see
+:func:`_stdout_gone`).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -32,6 +35,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        try:
+            status = _run(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError as exc:
+        if not _stdout_gone():
+            print(f"cmcgate: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        return SIGPIPE_STATUS
+    return status
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
@@ -46,6 +63,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+
+
+#: what a shell reports for a command ended by SIGPIPE (128 + 13)
+SIGPIPE_STATUS = 141
+
+
+def _stdout_gone() -> bool:
+    """Whether standard output is a pipe nobody reads any more; if so, point it at
+    /dev/null, so that the flush at interpreter exit does not complain about it again.
+
+    Only a broken standard output is quiet: a broken pipe to anything else (a socket, a
+    subprocess) is an error like any other.
+    """
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, 0)  # POLLERR is always reported: set when the reader is gone
+        gone = any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+    if gone:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+    return gone
 
 
 if __name__ == "__main__":  # pragma: no cover
