@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,10 @@ from gateway.relay import NextHop, NextHopPool, NextHopTransaction, RelayError, 
 log = logging.getLogger("cmcgate.gateway")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ListenError(CmcgateError):
+    """The SMTP front cannot listen on its address (in use, not local, no permission)."""
 
 
 class MessageRefused(CmcgateError):
@@ -316,7 +321,12 @@ def start_front(
         # Several worker processes listen on one port; the kernel spreads connections.
         reuse_port=reuse_port,
     )
-    controller.start()
+    try:
+        controller.start()
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        where = f"[{host}]" if ":" in host else host
+        raise ListenError(f"cannot listen on {where}:{port}: {reason}") from None
     return controller
 
 
