@@ -11,6 +11,7 @@ Every failure to reach the next hop is temporary (4xx) for the client.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,8 @@ import aiosmtplib
 
 from config.errors import CmcgateError
 from gateway.front import END_MARK, dot_stuff
+
+log = logging.getLogger("cmcgate.gateway")
 
 
 @dataclass(frozen=True)
@@ -169,7 +172,9 @@ class NextHopTransaction:
             await smtp.connect()
         except aiosmtplib.SMTPResponseException as exc:
             raise RelayError(_temporary(_reply_of(exc))) from None
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            # Why (refused, timed out, certificate not trusted) is for the log only.
+            log.warning("next hop %s:%s not usable: %s", hop.host, hop.port, exc)
             raise RelayError(NEXT_HOP_DOWN) from None
         self._smtp, self._reused = smtp, False
 

@@ -88,6 +88,9 @@ def front_settings(config: Config) -> FrontSettings:
 
 
 def next_hop(config: Config) -> NextHop:
+    """The next hop as configured.  Its certificate is verified (chain and name) against
+    ``nextHopCaFile``, or against the system's roots when ``nextHopTls=required`` names no
+    file; ``opportunistic`` without a file encrypts without verifying (Postfix ``may``)."""
     gw = config.gateway
     context = None
     if gw.next_hop_ca_file is not None:
@@ -96,6 +99,8 @@ def next_hop(config: Config) -> NextHop:
         except (OSError, ssl.SSLError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise GatewayStartError(f"{gw.next_hop_ca_file}: next hop CA file: {reason}") from None
+    elif gw.next_hop_tls is NextHopTls.REQUIRED:
+        context = ssl.create_default_context()
     starttls = {
         NextHopTls.OPPORTUNISTIC: None,
         NextHopTls.REQUIRED: True,
