@@ -12,19 +12,23 @@ the gateway's time and half of its memory.  Here both directions work on large b
 * :func:`dot_stuff` adds the transparency dots with one ``bytes.replace`` (after making
   bare CRs and LFs CRLF, so nothing can end the DATA early at the next hop).
 
-The front's :class:`FrontSMTP` is aiosmtpd's protocol with only ``DATA`` replaced; every
-other command, STARTTLS, AUTH and the limits stay aiosmtpd's.
+The front's :class:`FrontSMTP` is aiosmtpd's protocol with ``DATA`` replaced and every
+command line checked before aiosmtpd parses it (:class:`_CheckedCommands`: control characters
+and invalid UTF-8 get ``501 5.5.2``, not an exception text); the other commands, STARTTLS and
+AUTH stay aiosmtpd's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import MISSING, SMTP, Envelope
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, syntax
 
 #: Reader window during DATA: ``readuntil`` hands over at most this much per call, and the
 #: transport stops reading from the socket at twice this much buffered.
@@ -126,13 +130,72 @@ def dot_stuff(content: bytes) -> bytes:
     return stuffed
 
 
+#: C0 controls and DEL: never part of an SMTP command (RFC 5321 §4.1.1), and NUL or ESC
+#: passed on would reach the next hop (aiosmtplib refuses them with an exception).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL_CHARACTER = "501 5.5.2 Syntax error: control character in command"
+BAD_UTF8 = "501 5.5.2 Syntax error: invalid UTF-8 in command"
+
+Command = Callable[[str | None], Awaitable[None]]
+
+
+def _command_problem(text: str | None) -> str | None:
+    if not text:
+        return None
+    if _CONTROL.search(text):
+        return CONTROL_CHARACTER
+    if not text.isascii():
+        try:
+            text.encode("utf-8")  # aiosmtpd decoded with surrogateescape: bad bytes remain
+        except UnicodeEncodeError:
+            return BAD_UTF8
+    return None
+
+
+class _CheckedCommands(dict[str, Command]):
+    """aiosmtpd's table of command methods, each checked by :func:`_command_problem` first.
+
+    aiosmtpd looks a command up with ``get``; a command name with a control character gets
+    the 501 (instead of an echo of itself in ``500 command not recognized``).
+    """
+
+    def __init__(self, protocol: SMTP, methods: dict[str, Command]) -> None:
+        super().__init__({name: self._checked(protocol, m) for name, m in methods.items()})
+        self._protocol = protocol
+
+    @staticmethod
+    def _checked(protocol: SMTP, method: Command) -> Command:
+        @functools.wraps(method)  # keeps aiosmtpd's HELP attributes
+        async def checked(arg: str | None) -> None:
+            problem = _command_problem(arg)
+            if problem is None:
+                await method(arg)
+            else:
+                await protocol.push(problem)
+
+        return checked
+
+    def get(self, command: str, default: Any = None) -> Any:  # type: ignore[override]
+        if _CONTROL.search(command):
+            return self._refuse
+        return super().get(command, default)
+
+    async def _refuse(self, arg: str | None) -> None:
+        await self._protocol.push(CONTROL_CHARACTER)
+
+
 class FrontSMTP(SMTP):
-    """aiosmtpd's SMTP with DATA read in blocks (see module doc)."""
+    """aiosmtpd's SMTP with DATA read in blocks and command lines checked (see module doc)."""
 
     # Also the reader's flow-control window; command lines are still limited by
     # aiosmtpd's command_size_limit (512).
     line_length_limit = CHUNK
 
+    def __init__(self, handler: Any, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._smtp_methods = _CheckedCommands(self, self._smtp_methods)
+
+    @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's naming
         if await self.check_helo_needed():
             return

@@ -85,6 +85,10 @@ class FrontSettings:
 
 
 RELAY_DENIED = "554 5.7.1 Relay access denied"
+#: RFC 6531 §3.5: a non-ASCII address in a transaction that did not ask for SMTPUTF8
+NEEDS_SMTPUTF8 = "553 5.6.7 Error: non-ASCII address without SMTPUTF8"
+#: Whatever went wrong inside, the client sees only this (the log has the details).
+INTERNAL_ERROR = "451 4.3.0 Error: internal error, try again later"
 #: A copy with this action was put in quarantine by the pipeline: it is not relayed.
 HELD = "hold"
 
@@ -150,12 +154,20 @@ class GatewayHandler:
         return state
 
     # -- aiosmtpd hooks -----------------------------------------------------------------
+    async def handle_exception(self, error: Exception) -> str:
+        """Any exception a command raised: logged, and a generic reply (aiosmtpd's own would
+        put the exception's text on the wire)."""
+        log.error("SMTP session failed", exc_info=error)
+        return INTERNAL_ERROR
+
     async def handle_MAIL(  # noqa: N802
         self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
     ) -> str:
         if not self.may_relay(session):
             # Not an open relay: refuse at MAIL already, before touching the next hop.
             return RELAY_DENIED
+        if not address.isascii() and not envelope.smtp_utf8:
+            return NEEDS_SMTPUTF8
         state = self._state(envelope)
         await self._close(state)
         transaction = NextHopTransaction(self.next_hop, self._next_hop_pool())
@@ -181,6 +193,8 @@ class GatewayHandler:
         state = self._state(envelope)
         if state.next_hop is None:
             return "503 5.5.1 Error: need MAIL command"
+        if not address.isascii() and not envelope.smtp_utf8:
+            return NEEDS_SMTPUTF8
         try:
             reply = await state.next_hop.rcpt(address, _forwardable(rcpt_options))
         except RelayError as exc:
@@ -251,7 +265,7 @@ class GatewayHandler:
         await hop.rset()
         last = Reply(250, "2.0.0 OK")
         for copy in copies:
-            reply = await hop.mail(transaction.sender)
+            reply = await hop.mail(transaction.sender, hop.mail_options)
             for recipient in copy.recipients:
                 if reply.ok:
                     reply = await hop.rcpt(recipient)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import smtplib
+import socket
 import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -97,3 +98,136 @@ def test_required_tls_refuses_a_next_hop_certified_by_another_ca(make_front, tmp
             client.sendmail("alice@example.org", ["bob@partner.example"], MESSAGE)
         assert refused.value.smtp_code == 451
         assert sink.received() == []
+
+
+class Wire:
+    """A raw SMTP session: bytes out, reply lines in (for what smtplib will not send)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.file = self.sock.makefile("rb")
+        self.greeting = self.reply()
+
+    def reply(self) -> bytes:
+        lines = []
+        while True:
+            line = self.file.readline()
+            lines.append(line)
+            if not line or line[3:4] != b"-":
+                return b"".join(lines)
+
+    def command(self, line: bytes | str) -> bytes:
+        self.sock.sendall((line.encode() if isinstance(line, str) else line) + b"\r\n")
+        return self.reply()
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def _no_internals(reply: bytes) -> None:
+    for word in (b"Error: (", b"Exception", b"Traceback", b"codec", b"ValueError"):
+        assert word not in reply, reply
+
+
+UTF8_MESSAGE = (
+    "From: Jürgen <jürgen@example.org>\r\nTo: bøb@partner.example\r\nSubject: grüße\r\n"
+    "\r\nhallo\r\n"
+).encode()
+
+
+def pass_through_front(make_front: Callable[..., Front], sink: SmtpSink) -> Front:
+    return make_front(f"cmcgate.gateway.nextHop=127.0.0.1:{sink.port}\n")
+
+
+# -- SMTPUTF8 as RFC 6531 wants it, no Python internals in replies (item 5) -----------------
+def test_non_ascii_addresses_with_smtputf8_are_relayed_with_smtputf8(make_front):
+    with SmtpSink(smtputf8=True) as sink:
+        wire = Wire(pass_through_front(make_front, sink).port)
+        assert b"SMTPUTF8" in wire.command("EHLO client.example")
+        assert wire.command("MAIL FROM:<jürgen@example.org> SMTPUTF8").startswith(b"250")
+        assert wire.command("RCPT TO:<bøb@partner.example>").startswith(b"250")
+        assert wire.command("DATA").startswith(b"354")
+        assert wire.command(UTF8_MESSAGE + b".").startswith(b"250")
+        wire.close()
+        [received] = sink.received()
+    assert received.smtputf8
+    assert received.mail_from == "jürgen@example.org"
+    assert received.rcpt_tos == ("bøb@partner.example",)
+    assert received.content == UTF8_MESSAGE
+
+
+def test_non_ascii_addresses_without_smtputf8_get_553_5_6_7(make_front, smtp_sink):
+    wire = Wire(pass_through_front(make_front, smtp_sink).port)
+    wire.command("EHLO client.example")
+    reply = wire.command("MAIL FROM:<jürgen@example.org>")
+    assert reply.startswith(b"553 5.6.7"), reply
+    _no_internals(reply)
+    assert wire.command("MAIL FROM:<alice@example.org>").startswith(b"250")
+    reply = wire.command("RCPT TO:<bøb@partner.example>")
+    assert reply.startswith(b"553 5.6.7"), reply
+    _no_internals(reply)
+    assert wire.command("RCPT TO:<bob@partner.example>").startswith(b"250")
+    wire.close()
+
+
+def test_smtputf8_towards_a_next_hop_without_it(make_front, smtp_sink):
+    """The next hop does not offer SMTPUTF8: what needs it is refused for good (5.6.7, as
+    Postfix bounces it); an all-ASCII message is relayed without the parameter."""
+    wire = Wire(pass_through_front(make_front, smtp_sink).port)
+    wire.command("EHLO client.example")
+    reply = wire.command("MAIL FROM:<jürgen@example.org> SMTPUTF8")
+    assert reply.startswith(b"553 5.6.7"), reply
+    assert wire.command("MAIL FROM:<alice@example.org> SMTPUTF8").startswith(b"250")
+    reply = wire.command("RCPT TO:<bøb@partner.example>")
+    assert reply.startswith(b"553 5.6.7"), reply
+    assert wire.command("RCPT TO:<bob@partner.example>").startswith(b"250")
+    wire.command("DATA")
+    reply = wire.command(UTF8_MESSAGE + b".")  # UTF-8 in the header needs SMTPUTF8 too
+    assert reply.startswith(b"554 5.6.7"), reply
+    assert wire.command("MAIL FROM:<alice@example.org> SMTPUTF8").startswith(b"250")
+    assert wire.command("RCPT TO:<bob@partner.example>").startswith(b"250")
+    wire.command("DATA")
+    assert wire.command(MESSAGE + b".").startswith(b"250")
+    wire.close()
+    [received] = smtp_sink.received()
+    assert not received.smtputf8 and received.content == MESSAGE
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"MAIL FROM:<a\x00b@example.org>",
+        b"MAIL FROM:<alice@example.org>\x00",
+        b"MAIL FROM:<a\x1bb@example.org> SMTPUTF8",
+        b"NOOP\x00",
+        b"MAIL\x00 FROM:<alice@example.org>",
+        b"EHLO client\x7f.example",
+        b"MAIL FROM:<\xff\xfe@example.org> SMTPUTF8",  # not UTF-8
+    ],
+)
+def test_control_characters_and_bad_utf8_in_commands_get_501(make_front, smtp_sink, line):
+    wire = Wire(pass_through_front(make_front, smtp_sink).port)
+    wire.command("EHLO client.example")
+    reply = wire.command(line)
+    assert reply.startswith(b"501 5.5.2"), reply
+    assert b"\x00" not in reply and b"\x1b" not in reply and b"\x7f" not in reply
+    _no_internals(reply)
+    assert wire.command("NOOP").startswith(b"250")  # the session goes on
+    wire.close()
+
+
+def test_a_failure_inside_the_handler_is_a_generic_451(make_front, smtp_sink, caplog):
+    front = pass_through_front(make_front, smtp_sink)
+
+    def broken(session: Any) -> bool:
+        raise RuntimeError("detail from /etc/cmcgate that the client must not see")
+
+    front.handler.may_relay = broken  # type: ignore[method-assign]
+    wire = Wire(front.port)
+    wire.command("EHLO client.example")
+    reply = wire.command("MAIL FROM:<alice@example.org>")
+    wire.close()
+    assert reply.startswith(b"451 4.3.0"), reply
+    assert b"RuntimeError" not in reply and b"/etc/cmcgate" not in reply
+    assert "detail from /etc/cmcgate" in caplog.text  # the log has it
