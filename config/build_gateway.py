@@ -102,6 +102,12 @@ def build_gateway(p: Props) -> GatewaySettings:
         state_dir=p.get_path(G + "stateDir") or Path("/var/lib/cmcgate/state"),
         trusted_roots=p.get_paths(G + "trustedRoots"),
         workers=p.get(G + "workers", lambda v: parse_int(v, minimum=1, maximum=64), 1),
+        max_sessions=p.get(
+            G + "maxSessions", lambda v: parse_int(v, minimum=1, maximum=10000), 100
+        ),
+        idle_timeout=p.get(
+            G + "idleTimeout", lambda v: parse_seconds(v, minimum=1, maximum=3600), 300.0
+        ),
     )
 
 

@@ -62,6 +62,8 @@ OWN_KEYS = (
     "cmcgate.gateway.stateDir",
     "cmcgate.gateway.trustedRoots",
     "cmcgate.gateway.workers",
+    "cmcgate.gateway.maxSessions",
+    "cmcgate.gateway.idleTimeout",
     "cmcgate.policy.file",
     "cmcgate.policy.sign",
     "cmcgate.policy.encrypt",

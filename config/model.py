@@ -141,6 +141,10 @@ class GatewaySettings:
     trusted_roots: tuple[Path, ...] = ()
     #: SMTP worker processes sharing the listen port (SO_REUSEPORT); 1 = one process
     workers: int = 1
+    #: SMTP sessions served at once (per worker process); more get 421 4.7.0
+    max_sessions: int = 100
+    #: seconds a client may stay silent (between commands, within DATA); then 421 4.4.2
+    idle_timeout: float = 300.0
 
     def is_internal(self, address: str) -> bool:
         domain = address.rpartition("@")[2].lower()

@@ -124,9 +124,7 @@ class ConfigHolder:
     def subscribe(self, listener: Callable[[Config], None]) -> None:
         self._listeners.append(listener)
 
-    def reload(
-        self, check: Callable[[Config], None] | None = None
-    ) -> tuple[ConfigIssue, ...]:
+    def reload(self, check: Callable[[Config], None] | None = None) -> tuple[ConfigIssue, ...]:
         """Load the file again; () when it was applied, else its errors (old config kept).
 
         ``check`` sees the loaded configuration before it becomes current and refuses it by

@@ -76,6 +76,8 @@ def effective(config: Config) -> dict[str, Any]:
         "authUsersFile": _opt(gateway.auth_users_file),
         "authenticatedMayRelay": gateway.authenticated_may_relay,
         "workers": gateway.workers,
+        "maxSessions": gateway.max_sessions,
+        "idleTimeout": gateway.idle_timeout,
     }
     policy = config.policy
     data["policy"] = {

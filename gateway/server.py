@@ -306,6 +306,8 @@ def start_front(
     authenticator: Any = None,
     server_hostname: str | None = None,
     reuse_port: bool = False,
+    max_sessions: int = 100,
+    idle_timeout: float = 300.0,
 ) -> Any:
     """Start the SMTP front in a background thread; returns the aiosmtpd Controller.
 
@@ -314,7 +316,8 @@ def start_front(
 
     DATA is read in blocks into one buffer (:mod:`gateway.front`): ``max_message_size``
     bounds it (552 beyond, also announced as ESMTP SIZE).  SMTPUTF8 and 8BITMIME are
-    announced and passed on.
+    announced and passed on.  At most ``max_sessions`` clients are served at once (421 for
+    more); a client idle for ``idle_timeout`` seconds is disconnected (421).
     """
     from gateway.front import FrontController
 
@@ -334,6 +337,8 @@ def start_front(
         server_hostname=server_hostname or _local_name(),
         # Several worker processes listen on one port; the kernel spreads connections.
         reuse_port=reuse_port,
+        max_sessions=max_sessions,
+        timeout=idle_timeout,
     )
     try:
         controller.start()

@@ -291,6 +291,8 @@ def start(
             require_starttls=config.gateway.require_starttls,
             server_hostname=config.gateway.hostname,
             reuse_port=worker is not None,
+            max_sessions=config.gateway.max_sessions,
+            idle_timeout=config.gateway.idle_timeout,
         )
     except BaseException:
         if "broker" in locals():

@@ -47,4 +47,3 @@ def test_output_into_a_pipe_without_reader_is_quiet(tmp_path: Path) -> None:
         os.close(write_end)
     assert done.stderr == b""
     assert done.returncode == 141
-

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,8 @@ import pytest
 
 from config.properties import loads
 from gateway.devservices import SmtpSink, free_port
-from gateway.server import GatewayHandler, start_front
+from gateway.relay import NextHop
+from gateway.server import GatewayHandler, pass_through, start_front
 from gateway.service import next_hop
 from tests.gateway.certs import make_ca, tls_server_files
 
@@ -231,3 +234,97 @@ def test_a_failure_inside_the_handler_is_a_generic_451(make_front, smtp_sink, ca
     assert reply.startswith(b"451 4.3.0"), reply
     assert b"RuntimeError" not in reply and b"/etc/cmcgate" not in reply
     assert "detail from /etc/cmcgate" in caplog.text  # the log has it
+
+
+# -- session cap and idle timeout (item 7) -------------------------------------------------
+def _until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _greeting(port: int) -> tuple[bytes, bytes]:
+    """The first reply of a new connection, and what follows it before the server closes
+    (b"" when it closed right after the reply; b"open" when it is still waiting)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        first = sock.makefile("rb").readline()
+        sock.settimeout(1.0)
+        try:
+            rest = sock.recv(100)
+        except TimeoutError:
+            rest = b"open"
+    return first, rest
+
+
+def test_sessions_over_the_cap_get_421_and_are_disconnected(make_front, smtp_sink):
+    front = make_front(f"cmcgate.gateway.nextHop=127.0.0.1:{smtp_sink.port}\n", max_sessions=2)
+    first, second = Wire(front.port), Wire(front.port)
+    assert first.greeting.startswith(b"220") and second.greeting.startswith(b"220")
+    reply, rest = _greeting(front.port)
+    assert reply.startswith(b"421 4.7.0"), reply
+    assert rest == b""  # disconnected
+    # The two sessions at the cap still work, and the size limit still holds in them.
+    first.command("EHLO client.example")
+    assert first.command("MAIL FROM:<alice@example.org>").startswith(b"250")
+    assert first.command("RCPT TO:<bob@partner.example>").startswith(b"250")
+    assert first.command("DATA").startswith(b"354")
+    assert first.command(b"x" * 1_100_000 + b"\r\n.").startswith(b"552")
+    assert first.command("QUIT").startswith(b"221")
+    first.close()
+    # A slot is free again once the server has seen the QUIT connection go.
+    assert _until(lambda: _greeting(front.port)[0].startswith(b"220"))
+    second.command("EHLO client.example")
+    second.command("MAIL FROM:<alice@example.org>")
+    second.command("RCPT TO:<bob@partner.example>")
+    second.command("DATA")
+    assert second.command(MESSAGE + b".").startswith(b"250")
+    second.close()
+    assert len(smtp_sink.received()) == 1
+
+
+def test_an_idle_client_gets_421_and_is_disconnected(make_front, smtp_sink):
+    front = make_front(
+        f"cmcgate.gateway.nextHop=127.0.0.1:{smtp_sink.port}\n", idle_timeout=1, max_sessions=1
+    )
+    wire = Wire(front.port)
+    wire.command("EHLO client.example")
+    # Nothing more is sent: the server speaks first (the 30 s socket timeout is the bound).
+    assert wire.reply().startswith(b"421 4.4.2")
+    assert wire.file.readline() == b""  # and closes
+    wire.close()
+    assert _until(lambda: _greeting(front.port)[0].startswith(b"220"))  # its slot is free
+
+
+def test_data_trickling_in_keeps_the_session_and_slow_work_is_not_idleness(tmp_path):
+    """DATA arrives in blocks 0.3 s apart for 3 s against an idle timeout of 1.5 s, and the
+    pipeline then takes 3 s: neither is the client being idle."""
+
+    async def slow(transaction: Any) -> Any:
+        await asyncio.sleep(3)
+        return await pass_through(transaction)
+
+    with SmtpSink() as sink:
+        handler = GatewayHandler(NextHop("127.0.0.1", sink.port, starttls=False), slow)
+        port = free_port()
+        controller = start_front(
+            handler, "127.0.0.1", port, max_message_size=10**6, idle_timeout=1.5
+        )
+        try:
+            wire = Wire(port)
+            wire.command("EHLO client.example")
+            wire.command("MAIL FROM:<alice@example.org>")
+            wire.command("RCPT TO:<bob@partner.example>")
+            assert wire.command("DATA").startswith(b"354")
+            wire.sock.sendall(MESSAGE)
+            for _ in range(10):
+                time.sleep(0.3)
+                wire.sock.sendall(b"more text\r\n")
+            reply = wire.command(b".")
+            wire.close()
+        finally:
+            controller.stop()
+        assert reply.startswith(b"250"), reply
+        assert sink.received()[0].content.endswith(b"more text\r\n" * 10)

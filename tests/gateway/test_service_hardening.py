@@ -6,6 +6,7 @@ import signal
 import smtplib
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,3 +113,42 @@ def test_gateway_run_on_a_port_in_use_fails_with_one_line(plain: Plain) -> None:
     assert done.stderr.splitlines() == [
         f"cmcgate: cannot listen on 127.0.0.1:{plain.process.port}: Address already in use"
     ]
+
+
+# -- session cap and idle timeout from the properties (item 7) ------------------------------
+def test_max_sessions_and_idle_timeout_apply_to_the_running_gateway(plain: Plain, smtp_sink):
+    plain.write("cmcgate.gateway.maxSessions=1\ncmcgate.gateway.idleTimeout=2\n").process.start()
+    port = plain.process.port
+    # A probe that just closed may hold the one slot for a moment: connect until admitted.
+    idle = None
+    for _ in range(300):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        reader = sock.makefile("rb")
+        if reader.readline().startswith(b"220"):
+            idle = sock
+            break
+        sock.close()
+        time.sleep(0.1)
+    assert idle is not None
+    with idle:
+        over = _first_reply(port)
+        assert over.startswith(b"421 4.7.0"), over
+        assert reader.readline().startswith(b"421 4.4.2")  # the idle one is sent away
+        assert reader.readline() == b""
+    assert wait_for(lambda: _sent(plain))
+    assert len(smtp_sink.received()) == 1
+
+
+def _first_reply(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        return sock.makefile("rb").readline()
+
+
+def _sent(plain: Plain) -> bool:
+    """One message sent; False when the gateway said 421 at the greeting (slot still held)."""
+    try:
+        plain.send()
+    except smtplib.SMTPConnectError as exc:
+        assert exc.smtp_code == 421
+        return False
+    return True
