@@ -81,6 +81,18 @@ def build_gateway(p: Props) -> GatewaySettings:
             p.line(G + "requireStartTls"),
         )
     defaults = tuple(parse_network(net) for net in DEFAULT_NETWORKS)
+    users_file = p.get_path(G + "authUsersFile")
+    require_auth = p.get(G + "requireAuth", parse_bool, False)
+    plaintext_auth = p.get(G + "allowPlaintextAuth", parse_bool, False)
+    if require_auth and users_file is None:
+        p.error(G + "requireAuth", f"needs {G}authUsersFile", p.line(G + "requireAuth"))
+    if users_file is not None and tls_certificate is None and not plaintext_auth:
+        p.error(
+            G + "authUsersFile",
+            f"AUTH is offered only after STARTTLS: needs {G}tlsCertificate and {G}tlsKey"
+            f" (or {G}allowPlaintextAuth=true)",
+            p.line(G + "authUsersFile"),
+        )
     return GatewaySettings(
         listen=listen,
         next_hop=next_hop,
@@ -97,8 +109,10 @@ def build_gateway(p: Props) -> GatewaySettings:
         tls_key=tls_key,
         require_starttls=require_starttls,
         allowed_networks=p.get(G + "allowedNetworks", _networks, defaults),
-        auth_users_file=p.get_path(G + "authUsersFile"),
+        auth_users_file=users_file,
         authenticated_may_relay=p.get(G + "authenticatedMayRelay", parse_bool, True),
+        require_auth=require_auth,
+        allow_plaintext_auth=plaintext_auth,
         state_dir=p.get_path(G + "stateDir") or Path("/var/lib/cmcgate/state"),
         trusted_roots=p.get_paths(G + "trustedRoots"),
         workers=p.get(G + "workers", lambda v: parse_int(v, minimum=1, maximum=64), 1),

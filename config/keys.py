@@ -59,6 +59,8 @@ OWN_KEYS = (
     "cmcgate.gateway.allowedNetworks",
     "cmcgate.gateway.authUsersFile",
     "cmcgate.gateway.authenticatedMayRelay",
+    "cmcgate.gateway.requireAuth",
+    "cmcgate.gateway.allowPlaintextAuth",
     "cmcgate.gateway.stateDir",
     "cmcgate.gateway.trustedRoots",
     "cmcgate.gateway.workers",

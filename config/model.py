@@ -135,6 +135,10 @@ class GatewaySettings:
     allowed_networks: tuple[IPNetwork, ...] = ()
     auth_users_file: Path | None = None
     authenticated_may_relay: bool = True
+    #: every client must authenticate (needs auth_users_file)
+    require_auth: bool = False
+    #: AUTH also without STARTTLS (passwords in clear on the wire)
+    allow_plaintext_auth: bool = False
     #: enrolment state (pending CMC requests, key-pool claims) and the quarantine
     state_dir: Path = Path("/var/lib/cmcgate/state")
     #: anchors for verifying inbound signatures and recipients' certificates (besides the PKI's)

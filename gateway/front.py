@@ -31,6 +31,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, syntax
 
+from gateway.smtp_auth import AuthenticatingSMTP
+
 log = logging.getLogger("cmcgate.gateway")
 
 #: Reader window during DATA: ``readuntil`` hands over at most this much per call, and the
@@ -208,7 +210,7 @@ class SessionSlots:
 JUNK_COMMAND_LIMIT = 100
 
 
-class FrontSMTP(SMTP):
+class FrontSMTP(AuthenticatingSMTP):
     """aiosmtpd's SMTP with DATA read in blocks and command lines checked (see module doc).
 
     Limits (Postfix ``smtpd_client_connection_count_limit`` and ``smtpd_timeout`` style):

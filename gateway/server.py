@@ -74,7 +74,7 @@ async def pass_through(transaction: Transaction) -> Sequence[Copy]:
 
 @dataclass(frozen=True)
 class FrontSettings:
-    """Who may relay through the gateway."""
+    """Who may relay through the gateway, and SMTP AUTH (:mod:`gateway.smtp_auth`)."""
 
     allowed_networks: tuple[IPNetwork, ...] = (
         ipaddress.ip_network("127.0.0.0/8"),
@@ -82,6 +82,12 @@ class FrontSettings:
     )
     #: Authenticated clients may relay from anywhere.
     authenticated_may_relay: bool = True
+    #: AUTH users (a :class:`gateway.smtp_auth.SmtpUsers`); None: AUTH is not offered
+    users: Any = None
+    #: every client must AUTH before MAIL (also those in allowed_networks)
+    require_auth: bool = False
+    #: AUTH offered without STARTTLS too
+    auth_over_plaintext: bool = False
 
 
 RELAY_DENIED = "554 5.7.1 Relay access denied"
@@ -303,7 +309,6 @@ def start_front(
     max_message_size: int,
     tls_context: Any = None,
     require_starttls: bool = False,
-    authenticator: Any = None,
     server_hostname: str | None = None,
     reuse_port: bool = False,
     max_sessions: int = 100,
@@ -317,7 +322,8 @@ def start_front(
     DATA is read in blocks into one buffer (:mod:`gateway.front`): ``max_message_size``
     bounds it (552 beyond, also announced as ESMTP SIZE).  SMTPUTF8 and 8BITMIME are
     announced and passed on.  At most ``max_sessions`` clients are served at once (421 for
-    more); a client idle for ``idle_timeout`` seconds is disconnected (421).
+    more); a client idle for ``idle_timeout`` seconds is disconnected (421).  SMTP AUTH
+    follows ``handler.front`` (users, required, over plaintext) as it is at each connection.
     """
     from gateway.front import FrontController
 
@@ -330,9 +336,6 @@ def start_front(
         decode_data=False,
         tls_context=tls_context,
         require_starttls=require_starttls,
-        authenticator=authenticator,
-        auth_require_tls=tls_context is not None,
-        auth_required=False,
         ident="cmcgate",
         server_hostname=server_hostname or _local_name(),
         # Several worker processes listen on one port; the kernel spreads connections.

@@ -79,12 +79,20 @@ def pipeline_settings(config: Config) -> PipelineSettings:
 
 
 def front_settings(config: Config) -> FrontSettings:
-    networks = config.gateway.allowed_networks
-    if not networks:
-        return FrontSettings(authenticated_may_relay=config.gateway.authenticated_may_relay)
-    return FrontSettings(
-        allowed_networks=networks, authenticated_may_relay=config.gateway.authenticated_may_relay
-    )
+    """Relay permissions and SMTP AUTH (reads ``authUsersFile``)."""
+    gw = config.gateway
+    auth: dict[str, Any] = {
+        "authenticated_may_relay": gw.authenticated_may_relay,
+        "require_auth": gw.require_auth,
+        "auth_over_plaintext": gw.allow_plaintext_auth,
+    }
+    if gw.auth_users_file is not None:
+        from gateway.smtp_auth import load_users
+
+        auth["users"] = load_users(gw.auth_users_file)
+    if not gw.allowed_networks:
+        return FrontSettings(**auth)
+    return FrontSettings(allowed_networks=gw.allowed_networks, **auth)
 
 
 def next_hop(config: Config) -> NextHop:
