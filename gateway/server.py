@@ -163,7 +163,12 @@ class GatewayHandler:
     async def handle_exception(self, error: Exception) -> str:
         """Any exception a command raised: logged, and a generic reply (aiosmtpd's own would
         put the exception's text on the wire)."""
-        log.error("SMTP session failed", exc_info=error)
+        from aiosmtpd.smtp import TLSSetupException
+
+        if isinstance(error, TLSSetupException):  # a client that failed its handshake
+            log.warning("STARTTLS failed: %s", error.__cause__ or error)
+        else:
+            log.error("SMTP session failed", exc_info=error)
         return INTERNAL_ERROR
 
     async def handle_MAIL(  # noqa: N802

@@ -328,3 +328,23 @@ def test_data_trickling_in_keeps_the_session_and_slow_work_is_not_idleness(tmp_p
             controller.stop()
         assert reply.startswith(b"250"), reply
         assert sink.received()[0].content.endswith(b"more text\r\n" * 10)
+
+
+def test_a_failed_starttls_handshake_is_one_log_line_and_the_front_goes_on(
+    make_front, smtp_sink, tmp_path, caplog
+):
+    cert, key = tls_server_files(tmp_path, stem="front")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    front = make_front(f"cmcgate.gateway.nextHop=127.0.0.1:{smtp_sink.port}\n", tls_context=context)
+    wire = Wire(front.port)
+    wire.command("EHLO client.example")
+    assert wire.command("STARTTLS").startswith(b"220")
+    wire.sock.sendall(b"this is no TLS client hello\r\n" * 4)
+    assert wire.file.readline() == b""  # the server closes
+    wire.close()
+    assert _until(lambda: "STARTTLS failed" in caplog.text)
+    assert "Traceback" not in caplog.text and "SMTP session failed" not in caplog.text
+    with front.client() as client:
+        client.starttls(context=ssl._create_unverified_context())
+        assert client.sendmail("alice@example.org", ["bob@partner.example"], MESSAGE) == {}
