@@ -84,6 +84,18 @@ def build_gateway(p: Props) -> GatewaySettings:
             p.line(G + "requireStartTls"),
         )
     defaults = tuple(parse_network(net) for net in DEFAULT_NETWORKS)
+    users_file = p.get_path(G + "authUsersFile")
+    require_auth = p.get(G + "requireAuth", parse_bool, False)
+    plaintext_auth = p.get(G + "allowPlaintextAuth", parse_bool, False)
+    if require_auth and users_file is None:
+        p.error(G + "requireAuth", f"needs {G}authUsersFile", p.line(G + "requireAuth"))
+    if users_file is not None and tls_certificate is None and not plaintext_auth:
+        p.error(
+            G + "authUsersFile",
+            f"AUTH is offered only after STARTTLS: needs {G}tlsCertificate and {G}tlsKey"
+            f" (or {G}allowPlaintextAuth=true)",
+            p.line(G + "authUsersFile"),
+        )
     return GatewaySettings(
         listen=listen,
         next_hop=next_hop,
@@ -100,11 +112,19 @@ def build_gateway(p: Props) -> GatewaySettings:
         tls_key=tls_key,
         require_starttls=require_starttls,
         allowed_networks=p.get(G + "allowedNetworks", _networks, defaults),
-        auth_users_file=p.get_path(G + "authUsersFile"),
+        auth_users_file=users_file,
         authenticated_may_relay=p.get(G + "authenticatedMayRelay", parse_bool, True),
+        require_auth=require_auth,
+        allow_plaintext_auth=plaintext_auth,
         state_dir=p.get_path(G + "stateDir") or Path("/var/lib/cmcgate/state"),
         trusted_roots=p.get_paths(G + "trustedRoots"),
         workers=p.get(G + "workers", lambda v: parse_int(v, minimum=1, maximum=64), 1),
+        max_sessions=p.get(
+            G + "maxSessions", lambda v: parse_int(v, minimum=1, maximum=10000), 100
+        ),
+        idle_timeout=p.get(
+            G + "idleTimeout", lambda v: parse_seconds(v, minimum=1, maximum=3600), 300.0
+        ),
         revocation_check=p.get(
             G + "revocationCheck",
             lambda v: RevocationCheck(parse_choice(v, RevocationCheck)),

@@ -147,6 +147,10 @@ class GatewaySettings:
     allowed_networks: tuple[IPNetwork, ...] = ()
     auth_users_file: Path | None = None
     authenticated_may_relay: bool = True
+    #: every client must authenticate (needs auth_users_file)
+    require_auth: bool = False
+    #: AUTH also without STARTTLS (passwords in clear on the wire)
+    allow_plaintext_auth: bool = False
     #: enrolment state (pending CMC requests, key-pool claims) and the quarantine
     state_dir: Path = Path("/var/lib/cmcgate/state")
     #: anchors for verifying inbound signatures and recipients' certificates (besides the PKI's)
@@ -156,6 +160,10 @@ class GatewaySettings:
     #: CRL checks of recipients' and signers' certificates (gateway.certs.revocation_policy)
     revocation_check: RevocationCheck = RevocationCheck.SOFT
     revocation_timeout: float = 5.0
+    #: SMTP sessions served at once (per worker process); more get 421 4.7.0
+    max_sessions: int = 100
+    #: seconds a client may stay silent (between commands, within DATA); then 421 4.4.2
+    idle_timeout: float = 300.0
 
     def is_internal(self, address: str) -> bool:
         domain = address.rpartition("@")[2].lower()

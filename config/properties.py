@@ -34,7 +34,7 @@ from config.build_gateway import (
 )
 from config.build_pki import build_pki
 from config.build_policy import build_policy
-from config.errors import ConfigError, ConfigIssue
+from config.errors import CmcgateError, ConfigError, ConfigIssue
 from config.model import Config
 from config.reader import parse_text, read_file
 from config.source import Props
@@ -103,7 +103,7 @@ class ConfigHolder:
 
     Construction loads the file and raises ConfigError when it is bad (a service must not
     start on a broken configuration).  Later reloads keep the old configuration on error,
-    log every error and return them.  Listeners run after each successful reload.
+    log one line with every error and return them.  Listeners run after each successful reload.
     """
 
     def __init__(
@@ -127,15 +127,21 @@ class ConfigHolder:
     def subscribe(self, listener: Callable[[Config], None]) -> None:
         self._listeners.append(listener)
 
-    def reload(self) -> tuple[ConfigIssue, ...]:
-        """Load the file again; () when it was applied, else its errors (old config kept)."""
+    def reload(self, check: Callable[[Config], None] | None = None) -> tuple[ConfigIssue, ...]:
+        """Load the file again; () when it was applied, else its errors (old config kept).
+
+        ``check`` sees the loaded configuration before it becomes current and refuses it by
+        raising :class:`~config.errors.CmcgateError` (a file it names cannot be used, say):
+        that is returned as one issue.  A refused reload is logged as one line.
+        """
         try:
             config = self._loader(self.path)
+            if check is not None:
+                check(config)
         except ConfigError as exc:
-            for issue in exc.errors:
-                log.error("configuration not reloaded: %s", issue)
-            self.last_errors = exc.errors
-            return exc.errors
+            return self._refused(exc.errors)
+        except CmcgateError as exc:
+            return self._refused((ConfigIssue(str(self.path), None, "", str(exc)),))
         for issue in config.warnings:
             log.warning("%s", issue)
         with self._lock:
@@ -145,6 +151,14 @@ class ConfigHolder:
         for listener in list(self._listeners):
             listener(config)
         return ()
+
+    def _refused(self, errors: tuple[ConfigIssue, ...]) -> tuple[ConfigIssue, ...]:
+        log.error(
+            "configuration not reloaded, the running one is kept: %s",
+            "; ".join(str(issue) for issue in errors),
+        )
+        self.last_errors = errors
+        return errors
 
     def install_sighup(self, loop: Any = None) -> None:
         """Reload on SIGHUP: through ``loop.add_signal_handler`` when an asyncio loop is given."""

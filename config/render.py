@@ -84,7 +84,11 @@ def effective(config: Config) -> dict[str, Any]:
         "allowedNetworks": [str(net) for net in gateway.allowed_networks],
         "authUsersFile": _opt(gateway.auth_users_file),
         "authenticatedMayRelay": gateway.authenticated_may_relay,
+        "requireAuth": gateway.require_auth,
+        "allowPlaintextAuth": gateway.allow_plaintext_auth,
         "workers": gateway.workers,
+        "maxSessions": gateway.max_sessions,
+        "idleTimeout": gateway.idle_timeout,
         "revocationCheck": gateway.revocation_check.value,
         "revocationTimeout": gateway.revocation_timeout,
     }

@@ -1,4 +1,5 @@
-"""``cmcgate gateway ...``: run the gateway, manage its certificates and its quarantine."""
+"""``cmcgate gateway ...``: run the gateway, manage its certificates, its quarantine and its
+SMTP AUTH users."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "gateway", help="the S/MIME SMTP gateway (run, certs, quarantine)"
+        "gateway", help="the S/MIME SMTP gateway (run, certs, quarantine, passwd)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", help="run the SMTP gateway (SIGHUP reloads the configuration)")
@@ -53,6 +54,8 @@ def register(subparsers: Any) -> None:
 
     from gateway.certs.cli import register_certs
     from gateway.quarantine import register_quarantine
+    from gateway.smtp.auth import register_passwd
 
     register_certs(sub)
     register_quarantine(sub)
+    register_passwd(sub)

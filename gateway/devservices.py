@@ -209,6 +209,10 @@ class ReceivedMessage:
     mail_from: str
     rcpt_tos: tuple[str, ...]
     content: bytes
+    #: the session had switched to TLS (STARTTLS) when the message came
+    tls: bool = False
+    #: MAIL FROM carried SMTPUTF8
+    smtputf8: bool = False
 
 
 class SmtpSink:
@@ -217,11 +221,22 @@ class SmtpSink:
     ``reject`` maps a recipient address to the reply it gets at RCPT (for example
     ``"550 5.1.1 no such user"``); ``data_reply`` replaces the reply to DATA (for example
     ``"451 4.3.0 try later"``), in which case nothing is recorded.
+
+    ``tls_context`` (server side) offers STARTTLS; ``smtputf8`` offers SMTPUTF8.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        tls_context: Any = None,
+        smtputf8: bool = False,
+    ) -> None:
         self.host = host
         self.port = port or free_port(host)
+        self.tls_context = tls_context
+        self.smtputf8 = smtputf8
         self.messages: list[ReceivedMessage] = []
         self.reject: dict[str, str] = {}
         self.data_reply: str | None = None
@@ -252,7 +267,10 @@ class SmtpSink:
         if self.data_reply:
             return self.data_reply
         content = envelope.original_content or envelope.content
-        message = ReceivedMessage(envelope.mail_from, tuple(envelope.rcpt_tos), bytes(content))
+        message = ReceivedMessage(
+            envelope.mail_from, tuple(envelope.rcpt_tos), bytes(content),
+            tls=session.ssl is not None, smtputf8=bool(envelope.smtp_utf8),
+        )  # fmt: skip
         with self._lock:
             self.messages.append(message)
         return "250 2.0.0 OK: queued"
@@ -262,8 +280,9 @@ class SmtpSink:
         from aiosmtpd.controller import Controller
 
         self._controller = Controller(
-            self, hostname=self.host, port=self.port, data_size_limit=0, decode_data=False
-        )
+            self, hostname=self.host, port=self.port, data_size_limit=0, decode_data=False,
+            tls_context=self.tls_context, enable_SMTPUTF8=self.smtputf8,
+        )  # fmt: skip
         self._controller.start()
         return self
 

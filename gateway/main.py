@@ -25,7 +25,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "config": ("config.commands", "check and show configuration files"),
     "cmc": ("cmc.cli", "CMC messages (RFC 5272): build requests, inspect files"),
     "ca": ("ca.cli", "the bundled CA"),
-    "gateway": ("gateway.cli", "the S/MIME SMTP gateway (run, certs, quarantine)"),
+    "gateway": ("gateway.cli", "the S/MIME SMTP gateway (run, certs, quarantine, passwd)"),
 }
 
 
@@ -61,6 +61,20 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        try:
+            status = _run(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError as exc:
+        if not _stdout_gone():
+            print(f"cmcgate: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        return SIGPIPE_STATUS
+    return status
+
+
+def _run(argv: Sequence[str] | None) -> int:
     from config.errors import CmcgateError
 
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -78,18 +92,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        _quiet_broken_pipe()
-        return 141
 
 
-def _quiet_broken_pipe() -> None:
-    """stdout's reader went away: stop without Python's "Exception ignored" at exit."""
+#: what a shell reports for a command ended by SIGPIPE (128 + 13)
+SIGPIPE_STATUS = 141
+
+
+def _stdout_gone() -> bool:
+    """Whether standard output is a pipe nobody reads any more; if so, point it at
+    /dev/null, so that the flush at interpreter exit does not complain about it again.
+
+    Only a broken standard output is quiet: a broken pipe to anything else (a socket, a
+    subprocess) is an error like any other.
+    """
+    import select
+
     try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):  # pragma: no cover - stdout already gone
-        pass
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, 0)  # POLLERR is always reported: set when the reader is gone
+        gone = any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+    if gone:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+    return gone
 
 
 if __name__ == "__main__":  # pragma: no cover

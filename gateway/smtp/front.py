@@ -12,19 +12,28 @@ the gateway's time and half of its memory.  Here both directions work on large b
 * :func:`dot_stuff` adds the transparency dots with one ``bytes.replace`` (after making
   bare CRs and LFs CRLF, so nothing can end the DATA early at the next hop).
 
-The front's :class:`FrontSMTP` is aiosmtpd's protocol with only ``DATA`` replaced; every
-other command, STARTTLS, AUTH and the limits stay aiosmtpd's.
+The front's :class:`FrontSMTP` is aiosmtpd's protocol with ``DATA`` replaced and every
+command line checked before aiosmtpd parses it (:class:`_CheckedCommands`: control characters
+and invalid UTF-8 get ``501 5.5.2``, not an exception text); the other commands, STARTTLS and
+AUTH stay aiosmtpd's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
+import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import MISSING, SMTP, Envelope
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, syntax
+
+from gateway.smtp.auth import AuthenticatingSMTP
+
+log = logging.getLogger("cmcgate.gateway")
 
 #: Reader window during DATA: ``readuntil`` hands over at most this much per call, and the
 #: transport stops reading from the socket at twice this much buffered.
@@ -126,13 +135,167 @@ def dot_stuff(content: bytes) -> bytes:
     return stuffed
 
 
-class FrontSMTP(SMTP):
-    """aiosmtpd's SMTP with DATA read in blocks (see module doc)."""
+#: C0 controls and DEL: never part of an SMTP command (RFC 5321 §4.1.1), and NUL or ESC
+#: passed on would reach the next hop (aiosmtplib refuses them with an exception).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL_CHARACTER = "501 5.5.2 Syntax error: control character in command"
+BAD_UTF8 = "501 5.5.2 Syntax error: invalid UTF-8 in command"
+
+Command = Callable[[str | None], Awaitable[None]]
+
+
+def _command_problem(text: str | None) -> str | None:
+    if not text:
+        return None
+    if _CONTROL.search(text):
+        return CONTROL_CHARACTER
+    if not text.isascii():
+        try:
+            text.encode("utf-8")  # aiosmtpd decoded with surrogateescape: bad bytes remain
+        except UnicodeEncodeError:
+            return BAD_UTF8
+    return None
+
+
+class _CheckedCommands(dict[str, Command]):
+    """aiosmtpd's table of command methods, each checked by :func:`_command_problem` first.
+
+    aiosmtpd looks a command up with ``get``; a command name with a control character gets
+    the 501 (instead of an echo of itself in ``500 command not recognized``).
+    """
+
+    def __init__(self, protocol: SMTP, methods: dict[str, Command]) -> None:
+        super().__init__({name: self._checked(protocol, m) for name, m in methods.items()})
+        self._protocol = protocol
+
+    @staticmethod
+    def _checked(protocol: SMTP, method: Command) -> Command:
+        @functools.wraps(method)  # keeps aiosmtpd's HELP attributes
+        async def checked(arg: str | None) -> None:
+            problem = _command_problem(arg)
+            if problem is None:
+                await method(arg)
+            else:
+                await protocol.push(problem)
+
+        return checked
+
+    def get(self, command: str, default: Any = None) -> Any:  # type: ignore[override]
+        if _CONTROL.search(command):
+            return self._refuse
+        return super().get(command, default)
+
+    async def _refuse(self, arg: str | None) -> None:
+        await self._protocol.push(CONTROL_CHARACTER)
+
+
+class SessionSlots:
+    """How many sessions a front serves at once (used on its event loop only)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+    def take(self) -> bool:
+        if self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def give(self) -> None:
+        self.active -= 1
+
+
+#: Postfix's smtpd_junk_command_limit: a session cannot be kept open by NOOPs for ever.
+JUNK_COMMAND_LIMIT = 100
+
+
+class FrontSMTP(AuthenticatingSMTP):
+    """aiosmtpd's SMTP with DATA read in blocks and command lines checked (see module doc).
+
+    Limits (Postfix ``smtpd_client_connection_count_limit`` and ``smtpd_timeout`` style):
+    beyond ``slots`` sessions a connection gets ``421 4.7.0`` and is closed; a client that
+    sends nothing for aiosmtpd's ``timeout`` seconds gets ``421 4.4.2`` and is closed.  The
+    timeout counts the client's time only: it restarts while DATA arrives and stops while
+    the gateway works on a command (pipeline, next hop).
+    """
 
     # Also the reader's flow-control window; command lines are still limited by
     # aiosmtpd's command_size_limit (512).
     line_length_limit = CHUNK
 
+    def __init__(self, handler: Any, *, slots: SessionSlots | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("command_call_limit", _junk_limits())
+        super().__init__(handler, **kwargs)
+        self._smtp_methods = _CheckedCommands(self, self._smtp_methods)
+        self._slots = slots
+        self._holds_slot = False
+        self._refused = False
+        self._in_data = False
+        self._last_progress = 0.0
+
+    # -- session count and idle timeout ---------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.transport is None and self._slots is not None:  # not the STARTTLS call
+            if not self._slots.take():
+                self._refused = True
+                log.warning(
+                    "%r refused: %d sessions already", transport.get_extra_info("peername"),
+                    self._slots.limit,
+                )  # fmt: skip
+                assert isinstance(transport, asyncio.WriteTransport)
+                transport.write(
+                    f"421 4.7.0 {self.hostname} Error: too many sessions, try again later\r\n"
+                    .encode()
+                )  # fmt: skip
+                transport.close()
+                return
+            self._holds_slot = True
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return  # aiosmtpd never saw this connection
+        try:
+            super().connection_lost(error)
+        finally:
+            if self._holds_slot and self._slots is not None:
+                self._holds_slot = False
+                self._slots.give()
+
+    def _timeout_cb(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        if not transport.is_closing():
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(f"421 4.4.2 {self.hostname} Error: timeout exceeded\r\n".encode())
+        super()._timeout_cb()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._in_data:
+            self._data_arrived()
+
+    def _data_arrived(self) -> None:
+        """Message content is coming in: the client is not idle (the timer is restarted at
+        most 10 times per timeout, not for every packet)."""
+        now = self.loop.time()
+        if now - self._last_progress >= self._timeout_duration / 10:
+            self._last_progress = now
+            self._reset_timeout()
+
+    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+        # The client waits for the gateway now: its idle time does not run.
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+        try:
+            return await super()._call_handler_hook(command, *args)
+        finally:
+            if self.transport is not None:
+                self._reset_timeout()
+
+    @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's naming
         if await self.check_helo_needed():
             return
@@ -148,6 +311,7 @@ class FrontSMTP(SMTP):
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         try:
+            self._in_data = True
             data = await read_data(self._reader, self.data_size_limit)
         except DataTooLarge:
             await self.push("552 5.3.4 Error: Too much mail data")
@@ -157,6 +321,8 @@ class FrontSMTP(SMTP):
             # The client went away without the end mark: nothing was accepted.
             self._writer.close()
             return
+        finally:
+            self._in_data = False
         envelope.content = envelope.original_content = data
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
@@ -168,16 +334,25 @@ class FrontController(Controller):
 
     ``reuse_port``: the listening socket shares its port with the other worker processes
     (``SO_REUSEPORT``; the kernel spreads connections over them).  aiosmtpd's start-up
-    self-test connects to the port, which may then reach another worker; instead the
-    protocol factory is run once on the loop, which is what the test checks.
+    self-test connects to the port, which may then reach another worker (and takes one of
+    the ``max_sessions`` slots for a moment); instead the protocol factory is run once on
+    the loop, which is what the test checks.
     """
 
-    def __init__(self, handler: Any, *, reuse_port: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        reuse_port: bool = False,
+        max_sessions: int = 100,
+        **kwargs: Any,
+    ) -> None:
         self.reuse_port = reuse_port
+        self.slots = SessionSlots(max_sessions)
         super().__init__(handler, **kwargs)
 
     def factory(self) -> Any:
-        return FrontSMTP(self.handler, **self.SMTP_kwargs)
+        return FrontSMTP(self.handler, slots=self.slots, **self.SMTP_kwargs)
 
     # aiosmtpd's documented extension points ("overridden by subclasses"):
     def _create_server(self) -> Any:
@@ -190,7 +365,10 @@ class FrontController(Controller):
         )
 
     def _trigger_server(self) -> None:
-        if self.reuse_port:
-            self.loop.call_soon_threadsafe(self._factory_invoker)
-        else:
-            super()._trigger_server()
+        self.loop.call_soon_threadsafe(self._factory_invoker)
+
+
+def _junk_limits() -> dict[str, int]:
+    limits = dict.fromkeys(("NOOP", "VRFY", "EXPN", "HELP"), JUNK_COMMAND_LIMIT)
+    # "*" is every other command: MAIL, RCPT, DATA, RSET unlimited on a pooled connection.
+    return {**limits, "*": 1 << 62}

@@ -11,6 +11,8 @@ Every failure to reach the next hop is temporary (4xx) for the client.
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +21,8 @@ import aiosmtplib
 
 from config.errors import CmcgateError
 from gateway.smtp.front import END_MARK, dot_stuff
+
+log = logging.getLogger("cmcgate.gateway")
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,12 @@ class Reply:
 
 
 NEXT_HOP_DOWN = Reply(451, "4.4.1 next hop not reachable, try again later")
+#: What needs SMTPUTF8 (RFC 6531) cannot go to a next hop that does not offer it: refused
+#: for good, as Postfix bounces it ("SMTPUTF8 is required, but was not offered").
+NO_SMTPUTF8 = Reply(553, "5.6.7 non-ASCII address, and the next hop does not support SMTPUTF8")
+NO_SMTPUTF8_HEADER = Reply(
+    554, "5.6.7 non-ASCII message header, and the next hop does not support SMTPUTF8"
+)
 NEXT_HOP_LOST = Reply(451, "4.4.2 connection to next hop lost, try again later")
 
 
@@ -146,6 +156,11 @@ class NextHopTransaction:
         self._reused = False
         #: A MAIL was accepted and its transaction not yet ended by DATA or RSET.
         self._in_transaction = False
+        #: The client's MAIL parameters (given again for each copy of a split message).
+        self.mail_options: list[str] = []
+        #: SMTPUTF8 asked for by the client: True when the next hop has it, False when not
+        #: (then only all-ASCII addresses and headers go through); None when not asked for.
+        self._smtputf8: bool | None = None
 
     async def open(self) -> None:
         pooled = self.pool.take() if self.pool is not None else None
@@ -169,11 +184,14 @@ class NextHopTransaction:
             await smtp.connect()
         except aiosmtplib.SMTPResponseException as exc:
             raise RelayError(_temporary(_reply_of(exc))) from None
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            # Why (refused, timed out, certificate not trusted) is for the log only.
+            log.warning("next hop %s:%s not usable: %s", hop.host, hop.port, exc)
             raise RelayError(NEXT_HOP_DOWN) from None
         self._smtp, self._reused = smtp, False
 
     async def mail(self, sender: str, options: list[str] | None = None) -> Reply:
+        self.mail_options = list(options or [])
         try:
             reply = await self._mail(sender, options)
         except RelayError:
@@ -191,18 +209,34 @@ class NextHopTransaction:
 
     async def _mail(self, sender: str, options: list[str] | None) -> Reply:
         smtp = self._require()
+        options = list(options or [])
+        self._smtputf8 = None
         try:
-            response = await smtp.mail(sender, options=options or [])
+            if any(option.upper() == "SMTPUTF8" for option in options):
+                if smtp.is_ehlo_or_helo_needed:
+                    await smtp.ehlo()
+                self._smtputf8 = smtp.supports_extension("smtputf8")
+                if not self._smtputf8:
+                    if not sender.isascii():
+                        return NO_SMTPUTF8
+                    options = [option for option in options if option.upper() != "SMTPUTF8"]
+            response = await smtp.mail(sender, options=options, encoding=self._encoding)
         except aiosmtplib.SMTPResponseException as exc:
             return _reply_of(exc)
         except (aiosmtplib.SMTPException, OSError, TimeoutError):
             raise RelayError(NEXT_HOP_LOST) from None
         return Reply(response.code, response.message)
 
+    @property
+    def _encoding(self) -> str:
+        return "utf-8" if self._smtputf8 else "ascii"
+
     async def rcpt(self, recipient: str, options: list[str] | None = None) -> Reply:
         smtp = self._require()
+        if not recipient.isascii() and not self._smtputf8:
+            return NO_SMTPUTF8
         try:
-            response = await smtp.rcpt(recipient, options=options or [])
+            response = await smtp.rcpt(recipient, options=options or [], encoding=self._encoding)
         except aiosmtplib.SMTPResponseException as exc:
             return _reply_of(exc)
         except (aiosmtplib.SMTPException, OSError, TimeoutError):
@@ -218,6 +252,8 @@ class NextHopTransaction:
         (0.45 s for 35 MB).  Commands and replies still go through aiosmtplib.
         """
         smtp = self._require()
+        if self._smtputf8 is False and not _header_is_ascii(message):
+            return NO_SMTPUTF8_HEADER  # the transaction stays open: close() sends RSET
         try:
             start = await smtp.execute_command(b"DATA")
             if start.code != 354:
@@ -293,6 +329,14 @@ async def _write_drained(protocol: Any, data: bytes) -> None:
     for start in range(0, len(view), WRITE_CHUNK):
         protocol.write(view[start : start + WRITE_CHUNK])
         await protocol._drain_helper()
+
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+def _header_is_ascii(message: bytes) -> bool:
+    end = _HEADER_END.search(message)
+    return message[: end.start() if end else len(message)].isascii()
 
 
 async def _quit(smtp: aiosmtplib.SMTP) -> None:

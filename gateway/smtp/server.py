@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,10 @@ from gateway.smtp.relay import NextHop, NextHopPool, NextHopTransaction, RelayEr
 log = logging.getLogger("cmcgate.gateway")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ListenError(CmcgateError):
+    """The SMTP front cannot listen on its address (in use, not local, no permission)."""
 
 
 class MessageRefused(CmcgateError):
@@ -69,7 +74,7 @@ async def pass_through(transaction: Transaction) -> Sequence[Copy]:
 
 @dataclass(frozen=True)
 class FrontSettings:
-    """Who may relay through the gateway."""
+    """Who may relay through the gateway, and SMTP AUTH (:mod:`gateway.smtp.auth`)."""
 
     allowed_networks: tuple[IPNetwork, ...] = (
         ipaddress.ip_network("127.0.0.0/8"),
@@ -77,9 +82,19 @@ class FrontSettings:
     )
     #: Authenticated clients may relay from anywhere.
     authenticated_may_relay: bool = True
+    #: AUTH users (a :class:`gateway.smtp.auth.SmtpUsers`); None: AUTH is not offered
+    users: Any = None
+    #: every client must AUTH before MAIL (also those in allowed_networks)
+    require_auth: bool = False
+    #: AUTH offered without STARTTLS too
+    auth_over_plaintext: bool = False
 
 
 RELAY_DENIED = "554 5.7.1 Relay access denied"
+#: RFC 6531 §3.5: a non-ASCII address in a transaction that did not ask for SMTPUTF8
+NEEDS_SMTPUTF8 = "553 5.6.7 Error: non-ASCII address without SMTPUTF8"
+#: Whatever went wrong inside, the client sees only this (the log has the details).
+INTERNAL_ERROR = "451 4.3.0 Error: internal error, try again later"
 #: A copy with this action was put in quarantine by the pipeline: it is not relayed.
 HELD = "hold"
 
@@ -145,12 +160,25 @@ class GatewayHandler:
         return state
 
     # -- aiosmtpd hooks -----------------------------------------------------------------
+    async def handle_exception(self, error: Exception) -> str:
+        """Any exception a command raised: logged, and a generic reply (aiosmtpd's own would
+        put the exception's text on the wire)."""
+        from aiosmtpd.smtp import TLSSetupException
+
+        if isinstance(error, TLSSetupException):  # a client that failed its handshake
+            log.warning("STARTTLS failed: %s", error.__cause__ or error)
+        else:
+            log.error("SMTP session failed", exc_info=error)
+        return INTERNAL_ERROR
+
     async def handle_MAIL(  # noqa: N802
         self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
     ) -> str:
         if not self.may_relay(session):
             # Not an open relay: refuse at MAIL already, before touching the next hop.
             return RELAY_DENIED
+        if not address.isascii() and not envelope.smtp_utf8:
+            return NEEDS_SMTPUTF8
         state = self._state(envelope)
         await self._close(state)
         transaction = NextHopTransaction(self.next_hop, self._next_hop_pool())
@@ -176,6 +204,8 @@ class GatewayHandler:
         state = self._state(envelope)
         if state.next_hop is None:
             return "503 5.5.1 Error: need MAIL command"
+        if not address.isascii() and not envelope.smtp_utf8:
+            return NEEDS_SMTPUTF8
         try:
             reply = await state.next_hop.rcpt(address, _forwardable(rcpt_options))
         except RelayError as exc:
@@ -246,7 +276,7 @@ class GatewayHandler:
         await hop.rset()
         last = Reply(250, "2.0.0 OK")
         for copy in copies:
-            reply = await hop.mail(transaction.sender)
+            reply = await hop.mail(transaction.sender, hop.mail_options)
             for recipient in copy.recipients:
                 if reply.ok:
                     reply = await hop.rcpt(recipient)
@@ -284,9 +314,10 @@ def start_front(
     max_message_size: int,
     tls_context: Any = None,
     require_starttls: bool = False,
-    authenticator: Any = None,
     server_hostname: str | None = None,
     reuse_port: bool = False,
+    max_sessions: int = 100,
+    idle_timeout: float = 300.0,
 ) -> Any:
     """Start the SMTP front in a background thread; returns the aiosmtpd Controller.
 
@@ -295,7 +326,9 @@ def start_front(
 
     DATA is read in blocks into one buffer (:mod:`gateway.smtp.front`): ``max_message_size``
     bounds it (552 beyond, also announced as ESMTP SIZE).  SMTPUTF8 and 8BITMIME are
-    announced and passed on.
+    announced and passed on.  At most ``max_sessions`` clients are served at once (421 for
+    more); a client idle for ``idle_timeout`` seconds is disconnected (421).  SMTP AUTH
+    follows ``handler.front`` (users, required, over plaintext) as it is at each connection.
     """
     from gateway.smtp.front import FrontController
 
@@ -308,15 +341,19 @@ def start_front(
         decode_data=False,
         tls_context=tls_context,
         require_starttls=require_starttls,
-        authenticator=authenticator,
-        auth_require_tls=tls_context is not None,
-        auth_required=False,
         ident="cmcgate",
         server_hostname=server_hostname or _local_name(),
         # Several worker processes listen on one port; the kernel spreads connections.
         reuse_port=reuse_port,
+        max_sessions=max_sessions,
+        timeout=idle_timeout,
     )
-    controller.start()
+    try:
+        controller.start()
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        where = f"[{host}]" if ":" in host else host
+        raise ListenError(f"cannot listen on {where}:{port}: {reason}") from None
     return controller
 
 

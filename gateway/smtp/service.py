@@ -14,6 +14,7 @@ import os
 import signal
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -90,19 +91,36 @@ def revocation_policy(config: Config) -> RevocationPolicy:
 
 
 def front_settings(config: Config) -> FrontSettings:
-    networks = config.gateway.allowed_networks
-    if not networks:
-        return FrontSettings(authenticated_may_relay=config.gateway.authenticated_may_relay)
-    return FrontSettings(
-        allowed_networks=networks, authenticated_may_relay=config.gateway.authenticated_may_relay
-    )
+    """Relay permissions and SMTP AUTH (reads ``authUsersFile``)."""
+    gw = config.gateway
+    auth: dict[str, Any] = {
+        "authenticated_may_relay": gw.authenticated_may_relay,
+        "require_auth": gw.require_auth,
+        "auth_over_plaintext": gw.allow_plaintext_auth,
+    }
+    if gw.auth_users_file is not None:
+        from gateway.smtp.auth import load_users
+
+        auth["users"] = load_users(gw.auth_users_file)
+    if not gw.allowed_networks:
+        return FrontSettings(**auth)
+    return FrontSettings(allowed_networks=gw.allowed_networks, **auth)
 
 
 def next_hop(config: Config) -> NextHop:
+    """The next hop as configured.  Its certificate is verified (chain and name) against
+    ``nextHopCaFile``, or against the system's roots when ``nextHopTls=required`` names no
+    file; ``opportunistic`` without a file encrypts without verifying (Postfix ``may``)."""
     gw = config.gateway
     context = None
     if gw.next_hop_ca_file is not None:
-        context = ssl.create_default_context(cafile=str(gw.next_hop_ca_file))
+        try:
+            context = ssl.create_default_context(cafile=str(gw.next_hop_ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise GatewayStartError(f"{gw.next_hop_ca_file}: next hop CA file: {reason}") from None
+    elif gw.next_hop_tls is NextHopTls.REQUIRED:
+        context = ssl.create_default_context()
     starttls = {
         NextHopTls.OPPORTUNISTIC: None,
         NextHopTls.REQUIRED: True,
@@ -253,11 +271,21 @@ class RunningGateway:
     broker: Broker
 
     def apply(self, config: Config) -> None:
-        pipeline = self.broker.pipeline(config, self.quarantine)
+        """Swap in ``config``; raises CmcgateError (and changes nothing) when a file it names
+        cannot be used."""
+        try:
+            # Everything that reads files first: a failure leaves the running one whole.
+            pipeline = self.broker.pipeline(config, self.quarantine)
+            front, hop = front_settings(config), next_hop(config)
+        except CmcgateError:
+            raise
+        except Exception as exc:  # a bug must not end a running gateway either
+            log.debug("configuration not applied", exc_info=True)
+            raise GatewayStartError(f"configuration not applied: {exc!r}") from None
         # Plain attribute stores: the next message sees the new objects, none sees half.
         self.handler.pipeline = self.metrics.timed(pipeline)
-        self.handler.front = front_settings(config)
-        self.handler.next_hop = next_hop(config)
+        self.handler.front = front
+        self.handler.next_hop = hop
         self.config = config
         log.info("configuration applied from %s", config.source)
 
@@ -302,6 +330,8 @@ def start(
             require_starttls=config.gateway.require_starttls,
             server_hostname=config.gateway.hostname,
             reuse_port=worker is not None,
+            max_sessions=config.gateway.max_sessions,
+            idle_timeout=config.gateway.idle_timeout,
         )
     except BaseException:
         if "broker" in locals():
@@ -341,12 +371,26 @@ class ControlSignals:
 READY_FD_VARIABLE = "CMCGATE_READY_FD"
 
 
-def reload_config(holder: ConfigHolder) -> bool:
-    """Re-read the properties file; False (the problems logged) when it is refused."""
-    problems = holder.reload()
-    for problem in problems:
-        log.error("reload refused: %s", problem)
-    return not problems
+def check_config(config: Config) -> None:
+    """Read every file ``config`` names the way a running gateway would, without using it;
+    raises CmcgateError for the first one that cannot be used (the supervisor's check
+    before it passes SIGHUP on)."""
+    try:
+        pipeline_settings(config)
+        front_settings(config)
+        next_hop(config)
+        server_tls(config)
+    except CmcgateError:
+        raise
+    except Exception as exc:
+        log.debug("configuration check failed", exc_info=True)
+        raise GatewayStartError(f"configuration not usable: {exc!r}") from None
+
+
+def reload_config(holder: ConfigHolder, check: Callable[[Config], None] = check_config) -> bool:
+    """Re-read the properties file; False when it is refused (logged as one line by the
+    holder).  ``check`` (e.g. :meth:`RunningGateway.apply`) may refuse it too."""
+    return not holder.reload(check)
 
 
 def _report_ready() -> None:
@@ -387,11 +431,8 @@ def run(
             if worker is not None and os.getppid() != parent:
                 log.error("the supervisor is gone: stopping")
                 break
-            if signals.take_reload() and reload_config(holder):
-                try:
-                    gateway.apply(holder.current)
-                except CmcgateError as exc:
-                    log.error("reload refused: %s", exc)
+            if signals.take_reload():
+                reload_config(holder, gateway.apply)
     finally:
         gateway.stop()
     return 0

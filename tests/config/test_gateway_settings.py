@@ -125,6 +125,44 @@ def test_a_bad_smime_choice_names_its_line_and_the_valid_choices(write_props):
     ]
 
 
+def test_limits_and_auth_settings(write_props):
+    config = load(
+        write_props(
+            "cmcgate.gateway.maxSessions=20\n"
+            "cmcgate.gateway.idleTimeout=45\n"
+            "cmcgate.gateway.authUsersFile=users\n"
+            "cmcgate.gateway.allowPlaintextAuth=true\n"
+            "cmcgate.gateway.requireAuth=true\n"
+        )
+    )
+    gateway = config.gateway
+    assert (gateway.max_sessions, gateway.idle_timeout) == (20, 45.0)
+    assert gateway.require_auth and gateway.allow_plaintext_auth
+    defaults = load(write_props("")).gateway
+    assert (defaults.max_sessions, defaults.idle_timeout) == (100, 300.0)
+    assert not defaults.require_auth and not defaults.allow_plaintext_auth
+
+
+def test_auth_without_starttls_or_users_is_an_error(write_props):
+    path = write_props(
+        "cmcgate.gateway.authUsersFile=users\n"
+        "cmcgate.gateway.requireAuth=true\n"
+        "cmcgate.gateway.maxSessions=0\n"
+        "cmcgate.gateway.idleTimeout=0.5\n"
+    )
+    assert errors_of(path) == [
+        f"{path}:1: cmcgate.gateway.authUsersFile: AUTH is offered only after STARTTLS: "
+        "needs cmcgate.gateway.tlsCertificate and cmcgate.gateway.tlsKey "
+        "(or cmcgate.gateway.allowPlaintextAuth=true)",
+        f"{path}:3: cmcgate.gateway.maxSessions: 0 is out of range 1-10000",
+        f"{path}:4: cmcgate.gateway.idleTimeout: 0.5 is out of range 1-3600 seconds",
+    ]
+    path = write_props("cmcgate.gateway.requireAuth=true\n")
+    assert errors_of(path) == [
+        f"{path}:1: cmcgate.gateway.requireAuth: needs cmcgate.gateway.authUsersFile"
+    ]
+
+
 def test_policy_per_domain_and_address_most_specific_wins(write_props):
     policy = load(
         write_props(

@@ -193,3 +193,42 @@ def openssl(*args: str | Path, data: bytes | None = None, ok: bool = True) -> by
     else:
         assert proc.returncode != 0, "openssl unexpectedly succeeded"
     return proc.stdout
+
+
+def tls_server_files(
+    directory: Path, *, ca: CA | None = None, stem: str = "smtp"
+) -> tuple[Path, Path]:
+    """A TLS server certificate for 127.0.0.1 and localhost (issued by ``ca``, self-signed
+    without one) and its key, written as ``<stem>.pem`` and ``<stem>.key``."""
+    import ipaddress
+
+    key = new_key("ec", f"tls|{stem}|{ca.name if ca else 'self'}")
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    issuer_name, issuer_key = (ca.cert.subject, ca.key) if ca else (subject, key)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(issuer_key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
