@@ -29,6 +29,7 @@ from ca.keys.errors import (
     KeyNotExportable,
     KeyNotFound,
     SecretNotFound,
+    TokenUnavailable,
     UnsupportedKeyOperation,
 )
 from ca.keys.handles import EcKeyHandle, PrivateKeyHandle, RsaKeyHandle
@@ -91,6 +92,7 @@ __all__ = [
     "PrivateKeyHandle",
     "RsaKeyHandle",
     "SecretNotFound",
+    "TokenUnavailable",
     "UnknownKeyType",
     "UnsupportedKeyOperation",
     "backend_from_settings",
