@@ -22,6 +22,7 @@ from ca.keys import (
     KeyType,
     RsaKeyHandle,
     SecretNotFound,
+    TokenUnavailable,
     backend_from_settings,
 )
 from ca.keys.pkcs11 import Pkcs11Backend
@@ -278,4 +279,18 @@ def test_a_key_still_missing_after_reopening_is_a_backend_error_not_a_crash(
     deleted = softhsm_token.pkcs11_tool("--delete-object", "--type", "privkey", "--label", "alice")
     assert deleted.returncode == 0, deleted.stderr
     with pytest.raises(KeyNotFound, match="no private key labelled 'alice'"):
+        handle.sign(b"during the outage", padding.PKCS1v15(), hashes.SHA256())
+
+
+def test_a_token_that_stays_gone_is_a_temporary_token_unavailable_error(
+    softhsm_token: SoftHsmToken, softhsm_backend: Pkcs11Backend
+) -> None:
+    handle = softhsm_backend.generate("alice", KeyType.RSA2048)
+    handle.sign(b"before", padding.PKCS1v15(), hashes.SHA256())
+    deleted = subprocess.run(
+        ["softhsm2-util", "--delete-token", "--token", softhsm_token.token_label],
+        env=softhsm_token.env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert deleted.returncode == 0, deleted.stderr
+    with pytest.raises(TokenUnavailable, match="token 'cmcgate-test'"):
         handle.sign(b"during the outage", padding.PKCS1v15(), hashes.SHA256())
