@@ -209,6 +209,8 @@ class ReceivedMessage:
     mail_from: str
     rcpt_tos: tuple[str, ...]
     content: bytes
+    #: the MAIL FROM parameters, e.g. ``("BODY=8BITMIME",)``
+    mail_options: tuple[str, ...] = ()
 
 
 class SmtpSink:
@@ -216,7 +218,8 @@ class SmtpSink:
 
     ``reject`` maps a recipient address to the reply it gets at RCPT (for example
     ``"550 5.1.1 no such user"``); ``data_reply`` replaces the reply to DATA (for example
-    ``"451 4.3.0 try later"``), in which case nothing is recorded.
+    ``"451 4.3.0 try later"``), in which case nothing is recorded.  ``data_reply_once`` maps a
+    recipient to the reply that the DATA of the next transaction including it gets, once.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -225,6 +228,7 @@ class SmtpSink:
         self.messages: list[ReceivedMessage] = []
         self.reject: dict[str, str] = {}
         self.data_reply: str | None = None
+        self.data_reply_once: dict[str, str] = {}
         #: SMTP sessions opened by clients (counted at EHLO/HELO).
         self.sessions = 0
         self._lock = threading.Lock()
@@ -251,8 +255,18 @@ class SmtpSink:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         if self.data_reply:
             return self.data_reply
+        with self._lock:
+            for recipient in envelope.rcpt_tos:
+                once = self.data_reply_once.pop(recipient.lower(), None)
+                if once:
+                    return once
         content = envelope.original_content or envelope.content
-        message = ReceivedMessage(envelope.mail_from, tuple(envelope.rcpt_tos), bytes(content))
+        message = ReceivedMessage(
+            envelope.mail_from,
+            tuple(envelope.rcpt_tos),
+            bytes(content),
+            tuple(envelope.mail_options),
+        )
         with self._lock:
             self.messages.append(message)
         return "250 2.0.0 OK: queued"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -269,6 +270,40 @@ class NextHopTransaction:
         if self._smtp is None:
             raise RelayError(NEXT_HOP_LOST)
         return self._smtp
+
+
+async def send_copy(
+    hop: NextHop | NextHopTransaction,
+    sender: str,
+    mail_options: Sequence[str],
+    recipients: Sequence[str],
+    content: bytes,
+) -> Reply:
+    """One mail transaction (MAIL, each RCPT, DATA); the first refusal or DATA's reply.
+
+    ``hop`` is an open :class:`NextHopTransaction` to use (a refused transaction is reset,
+    so the connection can carry the next one), or a :class:`NextHop` to connect to and QUIT
+    afterwards.  Not reaching or losing the next hop is a temporary reply, not an exception.
+    """
+    own = isinstance(hop, NextHop)
+    transaction = NextHopTransaction(hop) if isinstance(hop, NextHop) else hop
+    try:
+        if own:
+            await transaction.open()
+        reply = await transaction.mail(sender, list(mail_options))
+        for recipient in recipients:
+            if reply.ok:
+                reply = await transaction.rcpt(recipient)
+        if reply.ok:
+            reply = await transaction.data(content)
+        if not reply.ok and not own:
+            await transaction.rset()
+        return reply
+    except RelayError as exc:
+        return exc.reply
+    finally:
+        if own:
+            await transaction.close()
 
 
 #: Content goes to the socket in pieces of this size, each once the previous ones left.

@@ -6,24 +6,33 @@ recipient the next hop refuses is refused to the client with the same reply; DAT
 to the pipeline, which may split the recipients into groups that each get their own
 transformed copy, and the client's DATA reply is the next hop's reply to those copies.
 
-Mail is never acknowledged before the next hop accepted it.  If a message had to be split
-and a later copy fails after an earlier one was accepted, the client gets the failure: a
-retry may then deliver the earlier copy twice, which is preferred to losing the later one.
-Transforms for all copies run before the first copy is sent, so this needs the next hop to
-fail between two DATA commands of one connection.
+Mail is never acknowledged before the next hop (or, for split copies, the deferred queue)
+has it.  A split message is relayed copy by copy, each in its own transaction with the
+client's MAIL parameters (``BODY=8BITMIME``, ``SMTPUTF8``).  If the first copy is refused,
+the client gets that reply and nothing was delivered.  If a later copy is refused
+temporarily after earlier ones were accepted, answering 4xx would make the client send the
+whole message again and the earlier recipients get it twice: the refused and the remaining
+copies go to the durable :class:`gateway.deferred.DeferredQueue` instead, which retries them,
+and the client gets 250 — only once the queue has them on disk; if it cannot write them,
+the client gets the 4xx after all (a duplicate rather than a loss).  A later copy refused
+permanently (5xx) is answered with that 5xx.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from config.errors import CmcgateError
-from gateway.relay import NextHop, NextHopPool, NextHopTransaction, RelayError, Reply
+from gateway.relay import NextHop, NextHopPool, NextHopTransaction, RelayError, Reply, send_copy
+
+if TYPE_CHECKING:
+    from gateway.deferred import DeferredQueue
 
 log = logging.getLogger("cmcgate.gateway")
 
@@ -99,11 +108,14 @@ class GatewayHandler:
         pipeline: Pipeline = pass_through,
         front: FrontSettings | None = None,
         on_result: Callable[[Transaction, Sequence[Copy], Reply], None] | None = None,
+        deferred: DeferredQueue | None = None,
     ) -> None:
         self.next_hop = next_hop
         self.pipeline = pipeline
         self.front = front or FrontSettings()
         self.on_result = on_result
+        #: where split copies go that the next hop refused temporarily after an earlier one
+        self.deferred = deferred
         self._pool: NextHopPool | None = None
 
     def _next_hop_pool(self) -> NextHopPool:
@@ -211,7 +223,8 @@ class GatewayHandler:
         try:
             copies = list(await self.pipeline(transaction))
             _check_copies(copies, transaction.recipients)
-            reply = await self._send_copies(state.next_hop, transaction, copies)
+            options = _forwardable(list(envelope.mail_options))
+            reply = await self._send_copies(state.next_hop, transaction, copies, options)
         except MessageRefused as exc:
             reply, copies = exc.reply, []
         except RelayError as exc:
@@ -233,7 +246,11 @@ class GatewayHandler:
         return reply
 
     async def _send_copies(
-        self, hop: NextHopTransaction, transaction: Transaction, copies: list[Copy]
+        self,
+        hop: NextHopTransaction,
+        transaction: Transaction,
+        copies: list[Copy],
+        options: list[str],
     ) -> Reply:
         copies = [c for c in copies if HELD not in c.actions]
         if not copies:
@@ -245,17 +262,49 @@ class GatewayHandler:
         # Split: the next hop verified every recipient already; send one transaction each.
         await hop.rset()
         last = Reply(250, "2.0.0 OK")
-        for copy in copies:
-            reply = await hop.mail(transaction.sender)
-            for recipient in copy.recipients:
-                if reply.ok:
-                    reply = await hop.rcpt(recipient)
+        for index, copy in enumerate(copies):
+            reply = await send_copy(hop, transaction.sender, options, copy.recipients, copy.content)
             if reply.ok:
-                reply = await hop.data(copy.content)
-            if not reply.ok:
-                return reply
-            last = reply
+                last = reply
+                continue
+            log.warning(
+                "queue_id=%s next hop refused the copy to %s: %s",
+                transaction.queue_id, ",".join(copy.recipients), reply.line,
+            )  # fmt: skip
+            if index == 0 or not reply.temporary:
+                return reply  # nothing delivered yet, or a refusal retrying cannot change
+            return await self._defer(transaction, copies[index:], options, reply)
         return last
+
+    async def _defer(
+        self, transaction: Transaction, rest: list[Copy], options: list[str], reply: Reply
+    ) -> Reply:
+        """Earlier copies were delivered: keep ``rest`` for later and answer 250 if durable."""
+        who = ",".join(r for copy in rest for r in copy.recipients)
+        if self.deferred is None:
+            log.error(
+                "queue_id=%s no deferred queue: answering %s, the copies already delivered "
+                "will be delivered again when the client retries", transaction.queue_id,
+                reply.line,
+            )  # fmt: skip
+            return reply
+        pieces = [(copy.recipients, copy.content) for copy in rest]
+        try:
+            idents = await asyncio.to_thread(
+                self.deferred.add, transaction, pieces, options, reply.line
+            )
+        except CmcgateError as exc:
+            log.error(
+                "queue_id=%s cannot defer the copies to %s (%s): answering %s, the copies "
+                "already delivered will be delivered again", transaction.queue_id, who, exc,
+                reply.line,
+            )  # fmt: skip
+            return reply
+        log.warning(
+            "queue_id=%s copies to %s deferred as %s after %s; the gateway retries them",
+            transaction.queue_id, who, ",".join(idents), reply.line,
+        )  # fmt: skip
+        return Reply(250, f"2.0.0 OK: {len(idents)} of the copies deferred, the gateway retries")
 
     @staticmethod
     async def _close(state: _State) -> None:

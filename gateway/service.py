@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from config.errors import CmcgateError
 from config.model import Config, NextHopTls
 from config.properties import ConfigHolder
+from gateway.deferred import DeferredQueue, run_retries
 from gateway.dkim import DkimKey
 from gateway.metrics import Metrics
 from gateway.pipeline import Certificates, PipelineSettings, SmimePipeline
@@ -213,6 +214,8 @@ class RunningGateway:
     metrics: Metrics
     quarantine: Quarantine | None
     broker: Broker
+    #: the task retrying deferred copies (in the process that runs the background jobs)
+    retries: Any = None
 
     def apply(self, config: Config) -> None:
         pipeline = SmimePipeline(
@@ -229,6 +232,8 @@ class RunningGateway:
         return self.broker.certificates
 
     def stop(self) -> None:
+        if self.retries is not None:
+            self.retries.cancel()
         # Say QUIT to the next hop on the idle connections before the front's loop ends.
         closing = asyncio.run_coroutine_threadsafe(
             self.handler.close_connections(), self.controller.loop
@@ -259,9 +264,11 @@ def start(
         pipeline = SmimePipeline(
             pipeline_settings(config), broker.certificates, quarantine=quarantine
         )
+        deferred = DeferredQueue(config.gateway.state_dir / "deferred")
         handler = GatewayHandler(
-            next_hop(config), metrics.timed(pipeline), front_settings(config), metrics.on_result
-        )
+            next_hop(config), metrics.timed(pipeline), front_settings(config), metrics.on_result,
+            deferred=deferred,
+        )  # fmt: skip
         controller = start_front(
             handler,
             config.gateway.listen.host,
@@ -281,7 +288,12 @@ def start(
         from prometheus_client import start_http_server
 
         start_http_server(config.metrics_listen.port, config.metrics_listen.host, metrics.registry)
-    return RunningGateway(config, stores, handler, controller, metrics, quarantine, broker)
+    running = RunningGateway(config, stores, handler, controller, metrics, quarantine, broker)
+    if worker in (None, 0):
+        running.retries = asyncio.run_coroutine_threadsafe(
+            run_retries(deferred, lambda: handler.next_hop, quarantine), controller.loop
+        )
+    return running
 
 
 class ControlSignals:
