@@ -18,6 +18,8 @@ def configure_logging(level: str, *, worker: int | None = None) -> None:
     if level != "debug":
         # aiosmtpd logs ~13 lines per message at INFO; cmcgate logs one summary line itself.
         logging.getLogger("mail.log").setLevel(logging.WARNING)
+        # APScheduler logs two lines per run of every job (the same ones each minute).
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -13,15 +13,18 @@ the gateway's time and half of its memory.  Here both directions work on large b
   bare CRs and LFs CRLF, so nothing can end the DATA early at the next hop).
 
 The front's :class:`FrontSMTP` is aiosmtpd's protocol with only ``DATA`` replaced; every
-other command, STARTTLS, AUTH and the limits stay aiosmtpd's.
+other command, STARTTLS, AUTH and the limits stay aiosmtpd's.  It also logs each refusal
+aiosmtpd makes itself (size, syntax, TLS and AUTH requirements); the handler logs its own
+refusals and marks them in ``session.cmcgate_logged``, so nothing is logged twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import re
-from typing import Any
+from typing import Any, AnyStr
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import MISSING, SMTP, Envelope
@@ -31,6 +34,11 @@ from aiosmtpd.smtp import MISSING, SMTP, Envelope
 CHUNK = 1 << 18
 
 END_MARK = b".\r\n"
+
+log = logging.getLogger("cmcgate.gateway")
+
+#: Refusals aiosmtpd logs itself (unrecognised and bogus commands), not logged again here.
+_SELF_LOGGED = ("500", "502")
 
 
 class DataTooLarge(Exception):  # noqa: N818 - control flow inside this module only
@@ -132,6 +140,24 @@ class FrontSMTP(SMTP):
     # Also the reader's flow-control window; command lines are still limited by
     # aiosmtpd's command_size_limit (512).
     line_length_limit = CHUNK
+
+    async def push(self, status: AnyStr) -> None:
+        text = status.decode("utf-8", "replace") if isinstance(status, bytes) else str(status)
+        session = self.session
+        logged = getattr(session, "cmcgate_logged", None)
+        if session is not None and logged is not None:
+            session.cmcgate_logged = None  # type: ignore[attr-defined]
+        if text[:1] in ("4", "5") and text != logged and not text.startswith(_SELF_LOGGED):
+            peer = getattr(session, "peer", None)
+            envelope = self.envelope
+            sender = getattr(envelope, "mail_from", None)
+            log.info(
+                "client=%s refused: %s%s",
+                peer[0] if isinstance(peer, tuple) else peer,
+                text,
+                f" (from=<{sender}>)" if sender is not None else "",
+            )
+        await super().push(status)
 
     async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's naming
         if await self.check_helo_needed():

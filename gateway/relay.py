@@ -47,11 +47,13 @@ NEXT_HOP_LOST = Reply(451, "4.4.2 connection to next hop lost, try again later")
 
 
 class RelayError(CmcgateError):
-    """The next hop could not be used; :attr:`reply` is what the client gets."""
+    """The next hop could not be used; :attr:`reply` is what the client gets, :attr:`detail`
+    what went wrong (for the log: the client's reply does not say)."""
 
-    def __init__(self, reply: Reply) -> None:
+    def __init__(self, reply: Reply, detail: str = "") -> None:
         super().__init__(reply.line)
         self.reply = reply
+        self.detail = detail or reply.line
 
 
 @dataclass(frozen=True)
@@ -169,9 +171,10 @@ class NextHopTransaction:
         try:
             await smtp.connect()
         except aiosmtplib.SMTPResponseException as exc:
-            raise RelayError(_temporary(_reply_of(exc))) from None
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
-            raise RelayError(NEXT_HOP_DOWN) from None
+            reply = _reply_of(exc)
+            raise RelayError(_temporary(reply), f"{self._where()} greeted {reply.line}") from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise RelayError(NEXT_HOP_DOWN, f"{self._where()} not reachable: {_why(exc)}") from None
         self._smtp, self._reused = smtp, False
 
     async def mail(self, sender: str, options: list[str] | None = None) -> Reply:
@@ -196,8 +199,8 @@ class NextHopTransaction:
             response = await smtp.mail(sender, options=options or [])
         except aiosmtplib.SMTPResponseException as exc:
             return _reply_of(exc)
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
-            raise RelayError(NEXT_HOP_LOST) from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise RelayError(NEXT_HOP_LOST, self._lost(exc)) from None
         return Reply(response.code, response.message)
 
     async def rcpt(self, recipient: str, options: list[str] | None = None) -> Reply:
@@ -206,8 +209,8 @@ class NextHopTransaction:
             response = await smtp.rcpt(recipient, options=options or [])
         except aiosmtplib.SMTPResponseException as exc:
             return _reply_of(exc)
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
-            raise RelayError(NEXT_HOP_LOST) from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise RelayError(NEXT_HOP_LOST, self._lost(exc)) from None
         return Reply(response.code, response.message)
 
     async def data(self, message: bytes) -> Reply:
@@ -230,9 +233,9 @@ class NextHopTransaction:
             await _write_drained(protocol, dot_stuff(message))
             protocol.write(END_MARK)
             response = await protocol.read_response(timeout=self.next_hop.timeout)
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             self._drop()
-            raise RelayError(NEXT_HOP_LOST) from None
+            raise RelayError(NEXT_HOP_LOST, self._lost(exc)) from None
         self._in_transaction = False
         return Reply(response.code, response.message.strip())
 
@@ -240,8 +243,8 @@ class NextHopTransaction:
         smtp = self._require()
         try:
             await smtp.rset()
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
-            raise RelayError(NEXT_HOP_LOST) from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise RelayError(NEXT_HOP_LOST, self._lost(exc)) from None
         self._in_transaction = False
 
     async def close(self) -> None:
@@ -268,8 +271,14 @@ class NextHopTransaction:
 
     def _require(self) -> aiosmtplib.SMTP:
         if self._smtp is None:
-            raise RelayError(NEXT_HOP_LOST)
+            raise RelayError(NEXT_HOP_LOST, f"no connection to {self._where()}")
         return self._smtp
+
+    def _where(self) -> str:
+        return f"next hop {self.next_hop.host}:{self.next_hop.port}"
+
+    def _lost(self, exc: BaseException) -> str:
+        return f"connection to {self._where()} lost: {_why(exc)}"
 
 
 async def send_copy(
@@ -335,6 +344,10 @@ async def _quit(smtp: aiosmtplib.SMTP) -> None:
         await smtp.quit()
     except (aiosmtplib.SMTPException, OSError, TimeoutError):
         smtp.close()
+
+
+def _why(exc: BaseException) -> str:
+    return str(exc).strip() or type(exc).__name__
 
 
 def _temporary(reply: Reply) -> Reply:

@@ -162,7 +162,7 @@ class GatewayHandler:
     ) -> str:
         if not self.may_relay(session):
             # Not an open relay: refuse at MAIL already, before touching the next hop.
-            return RELAY_DENIED
+            return _refused(session, RELAY_DENIED, f"MAIL FROM:<{address}>", _NOT_ALLOWED)
         state = self._state(envelope)
         await self._close(state)
         transaction = NextHopTransaction(self.next_hop, self._next_hop_pool())
@@ -171,10 +171,10 @@ class GatewayHandler:
             reply = await transaction.mail(address, _forwardable(mail_options))
         except RelayError as exc:
             await transaction.close()
-            return exc.reply.line
+            return _refused(session, exc.reply.line, f"MAIL FROM:<{address}>", exc.detail)
         if not reply.ok:
             await transaction.close()
-            return reply.line
+            return _refused(session, reply.line, f"MAIL FROM:<{address}>", "next hop refused")
         state.next_hop = transaction
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -183,19 +183,21 @@ class GatewayHandler:
     async def handle_RCPT(  # noqa: N802
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
     ) -> str:
+        what = f"RCPT TO:<{address}> from=<{envelope.mail_from}>"
         if not self.may_relay(session):
-            return RELAY_DENIED
+            return _refused(session, RELAY_DENIED, what, _NOT_ALLOWED)
         state = self._state(envelope)
         if state.next_hop is None:
-            return "503 5.5.1 Error: need MAIL command"
+            return _refused(session, "503 5.5.1 Error: need MAIL command", what, "no MAIL")
         try:
             reply = await state.next_hop.rcpt(address, _forwardable(rcpt_options))
         except RelayError as exc:
             await self._close(state)
-            return exc.reply.line
-        if reply.ok:
-            envelope.rcpt_tos.append(address)
-            envelope.rcpt_options.extend(rcpt_options)
+            return _refused(session, exc.reply.line, what, exc.detail)
+        if not reply.ok:
+            return _refused(session, reply.line, what, "next hop refused the recipient")
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
         return reply.line
 
     async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
@@ -229,20 +231,25 @@ class GatewayHandler:
             reply, copies = exc.reply, []
         except RelayError as exc:
             reply, copies = exc.reply, []
+            log.warning("queue_id=%s %s", transaction.queue_id, exc.detail)
         except Exception:
             # Never lose mail on a bug: the client keeps it and retries.
             log.exception("queue_id=%s pipeline failed", transaction.queue_id)
             reply, copies = Reply(451, "4.3.0 internal error, try again later"), []
         if self.on_result is not None:
             self.on_result(transaction, copies, reply)
-        log.info(
+        # One line per message; a refusal with the reply (it names recipients and reasons).
+        log.log(
+            logging.INFO if reply.ok else logging.WARNING,
             "queue_id=%s from=<%s> to=%s actions=%s reply=%s",
             transaction.queue_id,
             transaction.sender,
             ",".join(transaction.recipients),
             "|".join(",".join(c.actions) for c in copies),
-            reply.code,
+            reply.code if reply.ok else reply.line,
         )
+        if not reply.ok:
+            session.cmcgate_logged = reply.line
         return reply
 
     async def _send_copies(
@@ -311,6 +318,18 @@ class GatewayHandler:
         hop, state.next_hop = state.next_hop, None
         if hop is not None:
             await hop.close()
+
+
+_NOT_ALLOWED = "client not in cmcgate.gateway.allowedNetworks and not authenticated"
+
+
+def _refused(session: Any, line: str, what: str, why: str) -> str:
+    """Log a refusal at MAIL or RCPT once (the front does not log it again); return it."""
+    peer = session.peer[0] if isinstance(session.peer, tuple) else session.peer
+    level = logging.WARNING if line.startswith("4") or line == RELAY_DENIED else logging.INFO
+    log.log(level, "client=%s %s refused: %s (%s)", peer, what, line, why)
+    session.cmcgate_logged = line
+    return line
 
 
 def _forwardable(options: list[str]) -> list[str]:

@@ -361,12 +361,13 @@ def run(
 
         return supervise(holder, signals, quarantine_dir=quarantine_dir, log_level=log_level)
     gateway = start(holder.current, quarantine_dir=quarantine_dir, worker=worker)
-    listen = holder.current.gateway.listen
+    gw = holder.current.gateway
     who = "" if worker is None else f" (worker {worker})"
-    log.info("cmcgate gateway listening on %s:%s%s", listen.host, listen.port, who)
-    if worker is None:
-        print(f"cmcgate gateway listening on {listen.host}:{listen.port}", flush=True)
-    else:
+    log.info(
+        "cmcgate gateway started: listening on %s:%s, next hop %s:%s%s",
+        gw.listen.host, gw.listen.port, gw.next_hop.host, gw.next_hop.port, who,
+    )  # fmt: skip
+    if worker is not None:
         _report_ready()
     parent = os.getppid()
     try:
@@ -381,4 +382,5 @@ def run(
                     log.error("reload refused: %s", exc)
     finally:
         gateway.stop()
+        log.info("cmcgate gateway stopped%s", who)
     return 0

@@ -249,7 +249,7 @@ def test_mandatory_hold_quarantines_durably_answers_250_and_relays_the_others(
     assert gateway.send("alice@example.org", recipients, PLAIN) == {}
     [held] = Quarantine(tmp_path / "quarantine").list()
     assert held.recipients == ("bob@partner.example",)
-    assert held.reason == "no certificate"
+    assert held.reason == "no encryption certificate"
     assert Quarantine(tmp_path / "quarantine").get(held.id)[1] == PLAIN
     [received] = smtp_sink.received()
     assert received.rcpt_tos == ("carol@partner.example",)
