@@ -179,11 +179,11 @@ def serve(config_path: str, profile: bool) -> None:
 
 class GatewayRun:
     """``cmcgate gateway run --config CONFIG`` as a child process, output to ``log``, as an
-    administrator runs it; ready once the log shows ``ready`` (the line the command prints
+    administrator runs it; ready once the log shows ``ready`` (the line the command logs
     when it listens: with workers, once all of them do)."""
 
     def __init__(
-        self, config: Path, log: Path, *, ready: str = "cmcgate gateway listening on"
+        self, config: Path, log: Path, *, ready: str = "cmcgate gateway started"
     ) -> None:
         cmcgate = str(Path(sys.executable).parent / "cmcgate")
         with open(log, "wb") as out:
@@ -424,7 +424,7 @@ def measure_workers(
     sink = SmtpSink(sink_port, work / f"sink-{tag}.log").start()
     log = work / f"gateway-{tag}.log"
     try:
-        gateway = GatewayRun(config, log, ready=f"({workers} workers)")
+        gateway = GatewayRun(config, log, ready=f"with {workers} workers")
     except BaseException:
         sink.stop()
         raise

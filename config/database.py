@@ -15,6 +15,8 @@ from sqlalchemy import DateTime, Engine, create_engine, event
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.types import TypeDecorator
 
+from config.redact import redact_url, scrub
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: Execution option that makes a SQLite transaction begin IMMEDIATE (takes the write lock).
 IMMEDIATE = "cmcgate_immediate"
@@ -49,7 +51,7 @@ def make_engines(dsn: str, error: type[Exception]) -> tuple[Engine, Engine]:
     try:
         engine = create_engine(dsn, pool_pre_ping=not dsn.startswith("sqlite"))
     except (ArgumentError, NoSuchModuleError, ImportError) as ex:
-        raise error(f"cannot use database DSN {redact_dsn(dsn)}: {ex}") from ex
+        raise error(f"cannot use database DSN {redact_url(dsn)}: {scrub(str(ex), dsn)}") from ex
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)
     return engine, engine.execution_options(**{IMMEDIATE: True})
@@ -76,13 +78,3 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Any) -> None:
         immediate = conn.get_execution_options().get(IMMEDIATE)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
-def redact_dsn(dsn: str) -> str:
-    """The DSN without a password, for messages."""
-    head, sep, tail = dsn.partition("://")
-    if not sep or "@" not in tail:
-        return dsn
-    creds, _, host = tail.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{head}://{user}:***@{host}"

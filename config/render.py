@@ -1,23 +1,17 @@
 """The effective configuration as JSON-able data and as text, secrets redacted.
 
 Secrets never are in a Config (only where they are: file or environment variable), so
-nothing to hide there; what is hidden is a password inside the store DSN.
+nothing to hide there; what is hidden is a password inside the store DSN or a URL
+(:mod:`config.redact`).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from config.dn import format_dn
 from config.model import Config, SecretRef
-
-REDACTED = "***"
-_DSN_PASSWORD_RE = re.compile(r"^([^:/?#]+://[^:/@?#]*:)([^@/?#]*)(@)")
-
-
-def redact_dsn(dsn: str) -> str:
-    return _DSN_PASSWORD_RE.sub(lambda m: m.group(1) + REDACTED + m.group(3), dsn)
+from config.redact import redact_url
 
 
 def _secret(ref: SecretRef | None) -> dict[str, str] | None:
@@ -36,7 +30,7 @@ def effective(config: Config) -> dict[str, Any]:
     if pki is not None:
         data["pki"] = {
             "type": pki.type,
-            "url": pki.url,
+            "url": redact_url(pki.url),
             "protocol": pki.protocol,
             "serverName": pki.server_name,
             "serverPort": pki.server_port,
@@ -118,7 +112,7 @@ def effective(config: Config) -> dict[str, Any]:
         {"domain": d.domain, "selector": d.selector, "keyFile": str(d.key_file)}
         for d in config.dkim
     ]
-    data["store"] = {"dsn": redact_dsn(config.store.dsn)}
+    data["store"] = {"dsn": redact_url(config.store.dsn)}
     keys = config.keys
     data["keys"] = None
     if keys is not None:
@@ -136,7 +130,7 @@ def effective(config: Config) -> dict[str, Any]:
         "ldap": [
             {
                 "name": d.name,
-                "url": d.url,
+                "url": redact_url(d.url),
                 "base": d.base,
                 "bindDn": d.bind_dn,
                 "password": _secret(d.password),
@@ -150,7 +144,7 @@ def effective(config: Config) -> dict[str, Any]:
         "ldap": None
         if publish is None
         else {
-            "url": publish.url,
+            "url": redact_url(publish.url),
             "base": publish.base,
             "bindDn": publish.bind_dn,
             "password": _secret(publish.password),

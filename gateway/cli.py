@@ -19,11 +19,14 @@ def configure_logging(level: str, *, worker: int | None = None) -> None:
     if level != "debug":
         # aiosmtpd logs ~13 lines per message at INFO; cmcgate logs one summary line itself.
         logging.getLogger("mail.log").setLevel(logging.WARNING)
+        # APScheduler logs two lines per run of every job (the same ones each minute).
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from config.properties import ConfigHolder
-    from gateway.smtp.service import ControlSignals, run
+    from gateway.smtp.control import ControlSignals
+    from gateway.smtp.service import run
 
     configure_logging(args.log_level, worker=args.worker)
     # Signal handlers first: a SIGHUP during start-up is kept, not fatal.

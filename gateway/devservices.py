@@ -213,6 +213,8 @@ class ReceivedMessage:
     tls: bool = False
     #: MAIL FROM carried SMTPUTF8
     smtputf8: bool = False
+    #: the MAIL FROM parameters, e.g. ``("BODY=8BITMIME",)``
+    mail_options: tuple[str, ...] = ()
 
 
 class SmtpSink:
@@ -220,7 +222,8 @@ class SmtpSink:
 
     ``reject`` maps a recipient address to the reply it gets at RCPT (for example
     ``"550 5.1.1 no such user"``); ``data_reply`` replaces the reply to DATA (for example
-    ``"451 4.3.0 try later"``), in which case nothing is recorded.
+    ``"451 4.3.0 try later"``), in which case nothing is recorded.  ``data_reply_once`` maps a
+    recipient to the reply that the DATA of the next transaction including it gets, once.
 
     ``tls_context`` (server side) offers STARTTLS; ``smtputf8`` offers SMTPUTF8.
     """
@@ -240,6 +243,7 @@ class SmtpSink:
         self.messages: list[ReceivedMessage] = []
         self.reject: dict[str, str] = {}
         self.data_reply: str | None = None
+        self.data_reply_once: dict[str, str] = {}
         #: SMTP sessions opened by clients (counted at EHLO/HELO).
         self.sessions = 0
         self._lock = threading.Lock()
@@ -266,10 +270,16 @@ class SmtpSink:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         if self.data_reply:
             return self.data_reply
+        with self._lock:
+            for recipient in envelope.rcpt_tos:
+                once = self.data_reply_once.pop(recipient.lower(), None)
+                if once:
+                    return once
         content = envelope.original_content or envelope.content
         message = ReceivedMessage(
             envelope.mail_from, tuple(envelope.rcpt_tos), bytes(content),
             tls=session.ssl is not None, smtputf8=bool(envelope.smtp_utf8),
+            mail_options=tuple(envelope.mail_options),
         )  # fmt: skip
         with self._lock:
             self.messages.append(message)

@@ -25,8 +25,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from gateway.smtp.message import Copy, Pipeline, Transaction
 from gateway.smtp.relay import Reply
-from gateway.smtp.server import Copy, Pipeline, Transaction
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 

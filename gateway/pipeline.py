@@ -62,22 +62,21 @@ import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ca.keys import KeyBackendError, UnsupportedKeyOperation
 from cmc.errors import TemporaryFailure
 from config.smime import ContentCipher, RsaKeyTransport
 from gateway import dkim, from_header, smime
+from gateway.certs.view import Certificates, SigningIdentity
 from gateway.policy import Decision, EncryptMode, Outcome, Policy, SignMode, decide, group
 from gateway.quarantine import Quarantine, QuarantineError
 from gateway.smime import mime
 from gateway.smime.recipients import check_recipient
-from gateway.smime.sign import SignKey
+from gateway.smtp.message import HELD, Copy, MessageRefused, Transaction
 from gateway.smtp.relay import Reply
-from gateway.smtp.server import HELD, Copy, MessageRefused, Transaction
 
 log = logging.getLogger("cmcgate.gateway.pipeline")
 
@@ -86,43 +85,6 @@ T = TypeVar("T")
 #: ``is_revoked(cert, issuer)``: True revoked, False good, None unknown
 IsRevoked = Callable[[x509.Certificate, x509.Certificate], bool | None]
 _SPOOF = re.compile(rb"(?im)^x-cmcgate-signature[ \t]*:.*(?:\r?\n[ \t].*)*\r?\n")
-
-
-@dataclass(frozen=True)
-class SigningIdentity:
-    """An internal sender's signing key (HSM handles included), certificate and chain."""
-
-    key: SignKey
-    cert: x509.Certificate
-    chain: tuple[x509.Certificate, ...] = ()
-
-
-@dataclass(frozen=True)
-class DecryptionKey:
-    """One of an internal recipient's keys (RSA or EC) and the certificate it belongs to."""
-
-    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-    cert: x509.Certificate
-
-
-class Certificates(Protocol):
-    """What the pipeline needs from the certificate and key stores.
-
-    Lookups that may be slow or fail (LDAP, CMC enrolment) raise
-    :class:`cmc.errors.TemporaryFailure`; the message is then refused with 451.
-    """
-
-    async def encryption_certificate(self, email: str) -> x509.Certificate | None: ...
-
-    async def signing_identity(
-        self, email: str, display_name: str | None = None
-    ) -> SigningIdentity | None:
-        """``display_name``: the From header's name for ``email`` (a Gold enrolment's CN)."""
-        ...
-
-    async def decryption_keys(self, email: str) -> Sequence[DecryptionKey]: ...
-
-    async def harvest(self, certificates: Sequence[x509.Certificate], source: str) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -62,16 +62,14 @@ def decide(
     for recipient in recipients:
         sign_mode, encrypt_mode, missing = policy.resolve(sender, recipient)
         if sign_mode is SignMode.ALWAYS and not sender_can_sign:
-            decisions.append(
-                Decision(recipient, False, False, Outcome.TEMPFAIL, "no signing certificate")
-            )
+            why = f"no signing certificate for {sender}"
+            decisions.append(Decision(recipient, False, False, Outcome.TEMPFAIL, why))
             continue
         sign = sign_mode is not SignMode.NEVER and sender_can_sign
         known = encrypt_mode is not EncryptMode.NEVER and has_certificate(recipient)
         if encrypt_mode is EncryptMode.MANDATORY and not known:
-            decisions.append(
-                Decision(recipient, sign, False, Outcome(missing.value), "no certificate")
-            )
+            why = "no encryption certificate"
+            decisions.append(Decision(recipient, sign, False, Outcome(missing.value), why))
             continue
         decisions.append(Decision(recipient, sign, known))
     return decisions

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from config.errors import CmcgateError
+from gateway.smtp.message import Transaction
 from gateway.smtp.relay import NextHop, NextHopTransaction, Reply
-from gateway.smtp.server import Transaction
 
 SUFFIX = ".held"
 _ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}$")
@@ -95,7 +95,7 @@ class Quarantine:
                 temporary.unlink(missing_ok=True)
                 raise
             os.rename(temporary, self._path(ident))
-            _fsync_directory(self.directory)
+            fsync_directory(self.directory)
         except OSError as exc:
             raise QuarantineError(f"cannot write to quarantine {self.directory}: {exc}") from exc
         return ident
@@ -146,7 +146,7 @@ class Quarantine:
             raise NotInQuarantine(f"no held message {ident!r}") from None
         except OSError as exc:
             raise QuarantineError(f"cannot delete held message {ident!r}: {exc}") from exc
-        _fsync_directory(self.directory)
+        fsync_directory(self.directory)
 
     def _path(self, ident: str) -> Path:
         if not _ID.match(ident):
@@ -154,7 +154,7 @@ class Quarantine:
         return self.directory / f"{ident}{SUFFIX}"
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

@@ -22,6 +22,7 @@ from ca.keys.errors import (
     KeyNotExportable,
     KeyNotFound,
     SecretNotFound,
+    TokenUnavailable,
     UnsupportedKeyOperation,
 )
 from ca.keys.handles import EcKeyHandle, PrivateKeyHandle, RsaKeyHandle
@@ -85,6 +86,7 @@ __all__ = [
     "PrivateKeyHandle",
     "RsaKeyHandle",
     "SecretNotFound",
+    "TokenUnavailable",
     "UnknownKeyType",
     "UnsupportedKeyOperation",
     "backend_from_settings",

@@ -14,6 +14,11 @@ class KeyBackendError(CmcgateError):
     """A key backend could not do what was asked (token missing, wrong PIN, HSM failure...)."""
 
 
+class TokenUnavailable(KeyBackendError):
+    """The token stayed unusable after its sessions were re-opened (an HSM outage): temporary,
+    the operation may succeed later (the gateway answers 4xx, the CA a temporary failure)."""
+
+
 class KeyNotFound(KeyBackendError):
     """No key with this label exists in the backend."""
 

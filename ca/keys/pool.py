@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import pkcs11
 from pkcs11 import exceptions as px
 
-from ca.keys.errors import DecryptionFailed, KeyBackendError
+from ca.keys.errors import DecryptionFailed, KeyBackendError, TokenUnavailable
 
 T = TypeVar("T")
 
@@ -42,6 +42,10 @@ _REASONS: dict[type[px.PKCS11Error], str] = {
     px.DeviceRemoved: "the token was removed",
     px.TokenWriteProtected: "the token is write-protected",
     px.UserNotLoggedIn: "the session is not logged in",
+    px.SessionHandleInvalid: "the session is gone (the token was reset)",
+    px.SessionClosed: "the session was closed (the token was reset)",
+    px.ObjectHandleInvalid: "the key object is gone (the token's objects were replaced)",
+    px.KeyHandleInvalid: "the key object is gone (the token's objects were replaced)",
     px.MechanismInvalid: "the token does not support this mechanism",
     px.MechanismParamInvalid: "the token rejected the mechanism parameters",
     px.KeySizeRange: "the token does not support this key size",
@@ -53,8 +57,18 @@ _REASONS: dict[type[px.PKCS11Error], str] = {
     px.FunctionFailed: "the token failed to perform the function",
 }
 
-# Errors after which a session (or the whole login) is gone: reset the pool and retry once.
-_RESET_ERRORS = (px.SessionHandleInvalid, px.SessionClosed, px.UserNotLoggedIn)
+# Errors after which a session, the login or the objects looked up in it are gone (an HSM
+# that restarted, a token removed and put back, key objects deleted and restored): close every
+# session, log in again, look the key up again and retry the operation once.
+_RESET_ERRORS = (
+    px.SessionHandleInvalid,
+    px.SessionClosed,
+    px.UserNotLoggedIn,
+    px.ObjectHandleInvalid,
+    px.KeyHandleInvalid,
+    px.DeviceRemoved,
+    px.TokenNotPresent,
+)
 
 
 def readable(ex: BaseException, action: str, token_label: str) -> KeyBackendError:
@@ -142,9 +156,9 @@ class SessionPool:
             if self._anchor is None:  # re-login after a reset
                 try:
                     self._login()
-                except KeyBackendError:
+                except KeyBackendError as ex:
                     self._busy -= 1
-                    raise
+                    raise TokenUnavailable(str(ex)) from ex
         if pooled is None:
             try:
                 pooled = PooledSession(self._token.open(rw=True))
@@ -195,7 +209,8 @@ class SessionPool:
                     return fn(pooled)
             except _RESET_ERRORS as ex:
                 if attempt == 2:
-                    raise readable(ex, action, self.token_label) from ex
+                    reason = readable(ex, action, self.token_label)
+                    raise TokenUnavailable(f"{reason}, also after re-opening the sessions") from ex
             except px.PKCS11Error as ex:
                 raise readable(ex, action, self.token_label) from ex
         raise AssertionError("unreachable")  # pragma: no cover

@@ -31,6 +31,7 @@ from typing import Any
 
 from config.closing import Closing
 from config.errors import CmcgateError
+from config.redact import redact_url
 
 CERT_ATTRIBUTE = "userCertificate;binary"
 PERSON_CLASSES = ("top", "person", "organizationalPerson", "inetOrgPerson")
@@ -97,9 +98,9 @@ class DirectoryWriter:
             conn.open()
             bound = conn.bind()
         except LDAPException as exc:
-            raise LdapUnavailable(f"cannot reach {url}: {exc}") from None
+            raise LdapUnavailable(f"cannot reach {redact_url(url)}: {exc}") from None
         if not bound:
-            message = f"bind as {self.bind_dn} to {url} refused: {describe(conn)}"
+            message = f"bind as {self.bind_dn} to {redact_url(url)} refused: {describe(conn)}"
             _quietly_unbind(conn)
             raise LdapUnavailable(message)
         return DirectorySession(conn, self.base_dn)

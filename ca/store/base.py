@@ -34,7 +34,7 @@ from ca.store.model import (
     StoreError,
     SubjectChange,
 )
-from config.database import redact_dsn
+from config.redact import redact_url, scrub
 
 
 class StoreBase:
@@ -53,7 +53,14 @@ class StoreBase:
         return self._read_engine.dialect.name
 
     def _describe(self) -> str:
-        return redact_dsn(str(self._read_engine.url.render_as_string(hide_password=True)))
+        return redact_url(self._dsn())
+
+    def _dsn(self) -> str:
+        return str(self._read_engine.url.render_as_string(hide_password=False))
+
+    def _failure(self, ex: SQLAlchemyError) -> str:
+        """``database <dsn>: <first line of the driver's message>``, passwords removed."""
+        return scrub(f"database {self._dsn()}: {_short(ex)}", self._dsn())
 
     @contextmanager
     def read_session(self) -> Iterator[Session]:
@@ -64,7 +71,7 @@ class StoreBase:
         except StoreError:
             raise
         except SQLAlchemyError as ex:
-            raise StoreError(f"database {self._describe()}: {_short(ex)}") from ex
+            raise StoreError(self._failure(ex)) from ex
 
     @contextmanager
     def write_session(self) -> Iterator[Session]:
@@ -75,9 +82,9 @@ class StoreBase:
         except StoreError:
             raise
         except IntegrityError as ex:
-            raise StoreConflict(f"database {self._describe()}: {_short(ex)}") from ex
+            raise StoreConflict(self._failure(ex)) from ex
         except SQLAlchemyError as ex:
-            raise StoreError(f"database {self._describe()}: {_short(ex)}") from ex
+            raise StoreError(self._failure(ex)) from ex
 
     @contextmanager
     def audit_transaction(self) -> Iterator[Session]:

@@ -51,6 +51,7 @@ from ca.store.model import (
     check_transition,
 )
 from config.closing import Closing
+from config.redact import scrub
 
 __all__ = ["Store", "default_dsn"]
 
@@ -82,7 +83,8 @@ class Store(CertificatesMixin, JobsMixin, Closing):
         try:
             Base.metadata.create_all(self._write_engine)
         except SQLAlchemyError as ex:
-            raise StoreError(f"cannot create the tables in {self._describe()}: {ex}") from ex
+            dsn = self._dsn()
+            raise StoreError(scrub(f"cannot create the tables in {dsn}: {ex}", dsn)) from ex
         with self.write_session() as session:
             ensure_head(session)
 

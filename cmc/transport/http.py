@@ -58,6 +58,7 @@ from cmc.transport.errors import (
 from cmc.transport.pkcs12 import load_pkcs12
 from cmc.transport.tls import PinnedContextAdapter, client_context, exception_chain, tls_refusal
 from config.closing import Closing
+from config.redact import redact_url, scrub
 
 __all__ = [
     "ClientCertificateRefused",
@@ -111,20 +112,21 @@ class TransportSettings:
         object.__setattr__(self, "method", self.method.strip().upper())
         if self.method not in ("POST", "GET"):
             raise InvalidTransportSettings(f"request method must be POST or GET, not {self.method}")
+        shown = redact_url(self.url)
         try:
             parts = urlsplit(self.url)
             parts.port  # noqa: B018 - raises ValueError on a bad port
         except ValueError as exc:
-            raise InvalidTransportSettings(f"invalid CMC URL {self.url!r}: {exc}") from None
+            raise InvalidTransportSettings(f"invalid CMC URL {shown!r}: {exc}") from None
         scheme = parts.scheme.lower()
         if scheme == "http" and not self.allow_insecure_http:
             raise InvalidTransportSettings(
-                f"refusing plain http for the CMC URL {self.url!r}: use https"
+                f"refusing plain http for the CMC URL {shown!r}: use https"
             )
         if scheme not in ("https", "http") or not parts.hostname:
-            raise InvalidTransportSettings(f"the CMC URL {self.url!r} is not an https URL")
+            raise InvalidTransportSettings(f"the CMC URL {shown!r} is not an https URL")
         if parts.fragment:
-            raise InvalidTransportSettings(f"the CMC URL {self.url!r} must not have a #fragment")
+            raise InvalidTransportSettings(f"the CMC URL {shown!r} must not have a #fragment")
         if scheme == "https" and not self.trust_anchors:
             raise InvalidTransportSettings(
                 "no trust anchors configured: the CMC server's certificate cannot be verified"
@@ -260,7 +262,7 @@ def _read_limited(response: requests.Response) -> bytes:
 
 def _interpret(response: requests.Response, body: bytes, attempt: int, url: str) -> bytes:
     status = response.status_code
-    where = f"{response.request.method} {url}"
+    where = f"{response.request.method} {redact_url(url)}"
     if status == 200:
         check_response_content_type(response.headers.get("Content-Type"), body)
         return decode_response_body(body, response.headers.get("Content-Transfer-Encoding"))
@@ -311,13 +313,14 @@ def _classify(
     exc: requests.exceptions.RequestException, attempt: int, s: TransportSettings
 ) -> tuple[TransportError, bool]:
     """Map a requests/urllib3/ssl failure onto a transport error and whether to retry it."""
-    where = f"{s.method} {s.url}"
+    where = f"{s.method} {redact_url(s.url)}"
     chain = list(exception_chain(exc))
     refused = tls_refusal(chain, where)
     if refused is not None:
         return refused, False
     if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.InvalidSchema):
-        return InvalidTransportSettings(f"invalid CMC URL {s.url!r}: {exc}"), False
+        message = f"invalid CMC URL {redact_url(s.url)!r}: {scrub(str(exc), s.url)}"
+        return InvalidTransportSettings(message), False
     if isinstance(exc, requests.exceptions.ContentDecodingError):
         return UndecodableResponse(f"the CA's answer could not be decoded: {exc}"), False
     if isinstance(exc, requests.exceptions.ConnectTimeout):

@@ -17,7 +17,8 @@ from cryptography import x509
 
 from config.errors import CmcgateError
 from gateway.broker.enrolment import Enroller, EnrolmentRefused
-from gateway.pipeline import Certificates, DecryptionKey, PipelineSettings, SigningIdentity
+from gateway.certs.view import Certificates, DecryptionKey, SigningIdentity
+from gateway.pipeline import PipelineSettings
 
 log = logging.getLogger("cmcgate.gateway.enrolment")
 

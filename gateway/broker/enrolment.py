@@ -77,7 +77,7 @@ from gateway.broker.state import EnrolmentState, StateFiles
 from gateway.certs.keystore import KeyStore, KeyStoreError
 from gateway.certs.models import CertificateRecord, Source, StoreError, normalise_email
 from gateway.certs.store import CertStore
-from gateway.pipeline import SigningIdentity
+from gateway.certs.view import SigningIdentity
 from gateway.smime.sign import SignKey
 
 log = logging.getLogger("cmcgate.gateway.enrolment")

@@ -32,6 +32,7 @@ from pathlib import Path
 from ca.publish import DirectoryWriter, LdapUnavailable
 from config.errors import CmcgateError, SecretError
 from config.model import PublishSettings
+from config.redact import redact_url
 
 log = logging.getLogger("cmcgate.gateway.publication")
 
@@ -117,7 +118,9 @@ class Publication:
                 done += 1
                 self._path(der).unlink(missing_ok=True)
             if done:
-                log.info("published %d waiting certificate(s) to %s", done, self.writer.url)
+                log.info(
+                    "published %d waiting certificate(s) to %s", done, redact_url(self.writer.url)
+                )
             return done, len(waiting) - done
         finally:
             self._lock.release()

@@ -25,7 +25,8 @@ from cmc.errors import TemporaryFailure
 from gateway.certs.keystore import KeyStore, KeyStoreError
 from gateway.certs.models import Source, StoreError, UnusableCertificate
 from gateway.certs.store import CertStore
-from gateway.pipeline import DecryptionKey, SigningIdentity, is_ca
+from gateway.certs.view import DecryptionKey, SigningIdentity
+from gateway.pipeline import is_ca
 from gateway.smime.sign import SignKey
 
 T = TypeVar("T")

@@ -19,6 +19,7 @@ from typing import Any
 from cmc.errors import TemporaryFailure
 from config.errors import CmcgateError
 from config.model import LdapDirectory
+from config.redact import redact_url
 
 CERT_ATTRIBUTES = ("userCertificate;binary", "userCertificate")
 #: Entries and certificate values read per search; more are ignored.
@@ -83,7 +84,7 @@ class DirectoryClient:
 
     def _unavailable(self, why: str) -> DirectoryUnavailable:
         return DirectoryUnavailable(
-            f"LDAP directory {self.settings.name} ({self.settings.url}): {why}"
+            f"LDAP directory {self.settings.name} ({redact_url(self.settings.url)}): {why}"
         )
 
     def _acquire(self) -> Any:

@@ -70,7 +70,7 @@ from gateway.certs.models import (
 from gateway.certs.revocation import CrlChecker
 from gateway.certs.revocation_policy import RevocationPolicy
 from gateway.certs.store import CertStore
-from gateway.pipeline import Certificates, DecryptionKey, SigningIdentity
+from gateway.certs.view import Certificates, DecryptionKey, SigningIdentity
 
 log = logging.getLogger("cmcgate.gateway.lookup")
 

@@ -47,7 +47,7 @@ from config.model import RevocationCheck
 from gateway.certs.models import RevocationStatus, StoreError, fingerprint_of
 from gateway.certs.revocation import CrlChecker
 from gateway.certs.store import CertStore
-from gateway.pipeline import Certificates, DecryptionKey, SigningIdentity
+from gateway.certs.view import Certificates, DecryptionKey, SigningIdentity
 
 log = logging.getLogger("cmcgate.gateway.revocation")
 

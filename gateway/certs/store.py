@@ -24,6 +24,7 @@ from sqlalchemy import Select, delete, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from config.redact import redact_url, scrub
 from gateway.certs.db import (
     Base,
     CertificateEmailRow,
@@ -84,9 +85,9 @@ class CertStore(ChainCertificates, RecipientCache):
             Base.metadata.create_all(write)
         except SQLAlchemyError as ex:
             read.dispose()
+            detail = f"{ex.__class__.__name__}: {getattr(ex, 'orig', ex)}"
             raise StoreError(
-                f"cannot open the gateway store {dsn!r}: {ex.__class__.__name__}: "
-                f"{getattr(ex, 'orig', ex)}"
+                f"cannot open the gateway store {redact_url(dsn)!r}: {scrub(detail, dsn)}"
             ) from ex
         return cls(read, write)
 

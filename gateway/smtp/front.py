@@ -26,7 +26,7 @@ import io
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, AnyStr
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, syntax
@@ -34,6 +34,9 @@ from aiosmtpd.smtp import MISSING, SMTP, Envelope, syntax
 from gateway.smtp.auth import AuthenticatingSMTP
 
 log = logging.getLogger("cmcgate.gateway")
+
+#: Refusals aiosmtpd logs itself (unrecognised and bogus commands), not logged again here.
+_SELF_LOGGED = ("500", "502")
 
 #: Reader window during DATA: ``readuntil`` hands over at most this much per call, and the
 #: transport stops reading from the socket at twice this much buffered.
@@ -233,6 +236,25 @@ class FrontSMTP(AuthenticatingSMTP):
         self._refused = False
         self._in_data = False
         self._last_progress = 0.0
+
+    async def push(self, status: AnyStr) -> None:
+        """Every refusal aiosmtpd makes itself (size, syntax, TLS, AUTH) is logged once; the
+        handler logs its own and marks them in ``session.cmcgate_logged``."""
+        text = status.decode("utf-8", "replace") if isinstance(status, bytes) else str(status)
+        session = self.session
+        logged = getattr(session, "cmcgate_logged", None)
+        if session is not None and logged is not None:
+            session.cmcgate_logged = None  # type: ignore[attr-defined]
+        if text[:1] in ("4", "5") and text != logged and not text.startswith(_SELF_LOGGED):
+            peer = getattr(session, "peer", None)
+            sender = getattr(self.envelope, "mail_from", None)
+            log.info(
+                "client=%s refused: %s%s",
+                peer[0] if isinstance(peer, tuple) else peer,
+                text,
+                f" (from=<{sender}>)" if sender is not None else "",
+            )
+        await super().push(status)
 
     # -- session count and idle timeout ---------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import re
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,11 +57,13 @@ NEXT_HOP_LOST = Reply(451, "4.4.2 connection to next hop lost, try again later")
 
 
 class RelayError(CmcgateError):
-    """The next hop could not be used; :attr:`reply` is what the client gets."""
+    """The next hop could not be used; :attr:`reply` is what the client gets, :attr:`detail`
+    what went wrong (for the log: the client's reply does not say)."""
 
-    def __init__(self, reply: Reply) -> None:
+    def __init__(self, reply: Reply, detail: str = "") -> None:
         super().__init__(reply.line)
         self.reply = reply
+        self.detail = detail or reply.line
 
 
 @dataclass(frozen=True)
@@ -183,11 +186,10 @@ class NextHopTransaction:
         try:
             await smtp.connect()
         except aiosmtplib.SMTPResponseException as exc:
-            raise RelayError(_temporary(_reply_of(exc))) from None
+            reply = _reply_of(exc)
+            raise RelayError(_temporary(reply), f"{self._where()} greeted {reply.line}") from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            # Why (refused, timed out, certificate not trusted) is for the log only.
-            log.warning("next hop %s:%s not usable: %s", hop.host, hop.port, exc)
-            raise RelayError(NEXT_HOP_DOWN) from None
+            raise RelayError(NEXT_HOP_DOWN, f"{self._where()} not reachable: {_why(exc)}") from None
         self._smtp, self._reused = smtp, False
 
     async def mail(self, sender: str, options: list[str] | None = None) -> Reply:
@@ -223,8 +225,8 @@ class NextHopTransaction:
             response = await smtp.mail(sender, options=options, encoding=self._encoding)
         except aiosmtplib.SMTPResponseException as exc:
             return _reply_of(exc)
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
-            raise RelayError(NEXT_HOP_LOST) from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise RelayError(NEXT_HOP_LOST, self._lost(exc)) from None
         return Reply(response.code, response.message)
 
     @property
@@ -239,8 +241,8 @@ class NextHopTransaction:
             response = await smtp.rcpt(recipient, options=options or [], encoding=self._encoding)
         except aiosmtplib.SMTPResponseException as exc:
             return _reply_of(exc)
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
-            raise RelayError(NEXT_HOP_LOST) from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise RelayError(NEXT_HOP_LOST, self._lost(exc)) from None
         return Reply(response.code, response.message)
 
     async def data(self, message: bytes) -> Reply:
@@ -265,9 +267,9 @@ class NextHopTransaction:
             await _write_drained(protocol, dot_stuff(message))
             protocol.write(END_MARK)
             response = await protocol.read_response(timeout=self.next_hop.timeout)
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             self._drop()
-            raise RelayError(NEXT_HOP_LOST) from None
+            raise RelayError(NEXT_HOP_LOST, self._lost(exc)) from None
         self._in_transaction = False
         return Reply(response.code, response.message.strip())
 
@@ -275,8 +277,8 @@ class NextHopTransaction:
         smtp = self._require()
         try:
             await smtp.rset()
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
-            raise RelayError(NEXT_HOP_LOST) from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise RelayError(NEXT_HOP_LOST, self._lost(exc)) from None
         self._in_transaction = False
 
     async def close(self) -> None:
@@ -303,8 +305,48 @@ class NextHopTransaction:
 
     def _require(self) -> aiosmtplib.SMTP:
         if self._smtp is None:
-            raise RelayError(NEXT_HOP_LOST)
+            raise RelayError(NEXT_HOP_LOST, f"no connection to {self._where()}")
         return self._smtp
+
+    def _where(self) -> str:
+        return f"next hop {self.next_hop.host}:{self.next_hop.port}"
+
+    def _lost(self, exc: BaseException) -> str:
+        return f"connection to {self._where()} lost: {_why(exc)}"
+
+
+async def send_copy(
+    hop: NextHop | NextHopTransaction,
+    sender: str,
+    mail_options: Sequence[str],
+    recipients: Sequence[str],
+    content: bytes,
+) -> Reply:
+    """One mail transaction (MAIL, each RCPT, DATA); the first refusal or DATA's reply.
+
+    ``hop`` is an open :class:`NextHopTransaction` to use (a refused transaction is reset,
+    so the connection can carry the next one), or a :class:`NextHop` to connect to and QUIT
+    afterwards.  Not reaching or losing the next hop is a temporary reply, not an exception.
+    """
+    own = isinstance(hop, NextHop)
+    transaction = NextHopTransaction(hop) if isinstance(hop, NextHop) else hop
+    try:
+        if own:
+            await transaction.open()
+        reply = await transaction.mail(sender, list(mail_options))
+        for recipient in recipients:
+            if reply.ok:
+                reply = await transaction.rcpt(recipient)
+        if reply.ok:
+            reply = await transaction.data(content)
+        if not reply.ok and not own:
+            await transaction.rset()
+        return reply
+    except RelayError as exc:
+        return exc.reply
+    finally:
+        if own:
+            await transaction.close()
 
 
 #: Content goes to the socket in pieces of this size, each once the previous ones left.
@@ -344,6 +386,10 @@ async def _quit(smtp: aiosmtplib.SMTP) -> None:
         await smtp.quit()
     except (aiosmtplib.SMTPException, OSError, TimeoutError):
         smtp.close()
+
+
+def _why(exc: BaseException) -> str:
+    return str(exc).strip() or type(exc).__name__
 
 
 def _temporary(reply: Reply) -> Reply:

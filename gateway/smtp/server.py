@@ -6,25 +6,39 @@ recipient the next hop refuses is refused to the client with the same reply; DAT
 to the pipeline, which may split the recipients into groups that each get their own
 transformed copy, and the client's DATA reply is the next hop's reply to those copies.
 
-Mail is never acknowledged before the next hop accepted it.  If a message had to be split
-and a later copy fails after an earlier one was accepted, the client gets the failure: a
-retry may then deliver the earlier copy twice, which is preferred to losing the later one.
-Transforms for all copies run before the first copy is sent, so this needs the next hop to
-fail between two DATA commands of one connection.
+Mail is never acknowledged before the next hop (or, for split copies, the deferred queue)
+has it.  A split message is relayed copy by copy, each in its own transaction with the
+client's MAIL parameters (``BODY=8BITMIME``, ``SMTPUTF8``).  If the first copy is refused,
+the client gets that reply and nothing was delivered.  If a later copy is refused
+temporarily after earlier ones were accepted, answering 4xx would make the client send the
+whole message again and the earlier recipients get it twice: the refused and the remaining
+copies go to the durable :class:`gateway.smtp.deferred.DeferredQueue` instead, which retries them,
+and the client gets 250 — only once the queue has them on disk; if it cannot write them,
+the client gets the 4xx after all (a duplicate rather than a loss).  A later copy refused
+permanently (5xx) is answered with that 5xx.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import os
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from config.errors import CmcgateError
-from gateway.smtp.relay import NextHop, NextHopPool, NextHopTransaction, RelayError, Reply
+from gateway.smtp.message import HELD, Copy, DeferredQueue, MessageRefused, Pipeline, Transaction
+from gateway.smtp.relay import (
+    NextHop,
+    NextHopPool,
+    NextHopTransaction,
+    RelayError,
+    Reply,
+    send_copy,
+)
 
 log = logging.getLogger("cmcgate.gateway")
 
@@ -33,38 +47,6 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 class ListenError(CmcgateError):
     """The SMTP front cannot listen on its address (in use, not local, no permission)."""
-
-
-class MessageRefused(CmcgateError):
-    """The pipeline refuses the message; :attr:`reply` (4xx or 5xx) goes to the client."""
-
-    def __init__(self, reply: Reply) -> None:
-        super().__init__(reply.line)
-        self.reply = reply
-
-
-@dataclass(frozen=True)
-class Copy:
-    """One transformed copy of a message and the recipients it goes to."""
-
-    recipients: tuple[str, ...]
-    content: bytes
-    actions: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Transaction:
-    """What the client handed over: the envelope and the raw message."""
-
-    queue_id: str
-    client_address: str
-    sender: str
-    recipients: tuple[str, ...]
-    content: bytes
-
-
-#: The pipeline: transforms one message into the copies to relay, or raises MessageRefused.
-Pipeline = Callable[[Transaction], Awaitable[Sequence[Copy]]]
 
 
 async def pass_through(transaction: Transaction) -> Sequence[Copy]:
@@ -95,8 +77,6 @@ RELAY_DENIED = "554 5.7.1 Relay access denied"
 NEEDS_SMTPUTF8 = "553 5.6.7 Error: non-ASCII address without SMTPUTF8"
 #: Whatever went wrong inside, the client sees only this (the log has the details).
 INTERNAL_ERROR = "451 4.3.0 Error: internal error, try again later"
-#: A copy with this action was put in quarantine by the pipeline: it is not relayed.
-HELD = "hold"
 
 
 @dataclass
@@ -114,11 +94,14 @@ class GatewayHandler:
         pipeline: Pipeline = pass_through,
         front: FrontSettings | None = None,
         on_result: Callable[[Transaction, Sequence[Copy], Reply], None] | None = None,
+        deferred: DeferredQueue | None = None,
     ) -> None:
         self.next_hop = next_hop
         self.pipeline = pipeline
         self.front = front or FrontSettings()
         self.on_result = on_result
+        #: where split copies go that the next hop refused temporarily after an earlier one
+        self.deferred = deferred
         self._pool: NextHopPool | None = None
 
     def _next_hop_pool(self) -> NextHopPool:
@@ -176,9 +159,9 @@ class GatewayHandler:
     ) -> str:
         if not self.may_relay(session):
             # Not an open relay: refuse at MAIL already, before touching the next hop.
-            return RELAY_DENIED
+            return _refused(session, RELAY_DENIED, f"MAIL FROM:<{address}>", _NOT_ALLOWED)
         if not address.isascii() and not envelope.smtp_utf8:
-            return NEEDS_SMTPUTF8
+            return _refused(session, NEEDS_SMTPUTF8, f"MAIL FROM:<{address}>", "no SMTPUTF8")
         state = self._state(envelope)
         await self._close(state)
         transaction = NextHopTransaction(self.next_hop, self._next_hop_pool())
@@ -187,10 +170,10 @@ class GatewayHandler:
             reply = await transaction.mail(address, _forwardable(mail_options))
         except RelayError as exc:
             await transaction.close()
-            return exc.reply.line
+            return _refused(session, exc.reply.line, f"MAIL FROM:<{address}>", exc.detail)
         if not reply.ok:
             await transaction.close()
-            return reply.line
+            return _refused(session, reply.line, f"MAIL FROM:<{address}>", "next hop refused")
         state.next_hop = transaction
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -199,21 +182,23 @@ class GatewayHandler:
     async def handle_RCPT(  # noqa: N802
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
     ) -> str:
+        what = f"RCPT TO:<{address}> from=<{envelope.mail_from}>"
         if not self.may_relay(session):
-            return RELAY_DENIED
+            return _refused(session, RELAY_DENIED, what, _NOT_ALLOWED)
         state = self._state(envelope)
         if state.next_hop is None:
-            return "503 5.5.1 Error: need MAIL command"
+            return _refused(session, "503 5.5.1 Error: need MAIL command", what, "no MAIL")
         if not address.isascii() and not envelope.smtp_utf8:
-            return NEEDS_SMTPUTF8
+            return _refused(session, NEEDS_SMTPUTF8, what, "no SMTPUTF8")
         try:
             reply = await state.next_hop.rcpt(address, _forwardable(rcpt_options))
         except RelayError as exc:
             await self._close(state)
-            return exc.reply.line
-        if reply.ok:
-            envelope.rcpt_tos.append(address)
-            envelope.rcpt_options.extend(rcpt_options)
+            return _refused(session, exc.reply.line, what, exc.detail)
+        if not reply.ok:
+            return _refused(session, reply.line, what, "next hop refused the recipient")
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
         return reply.line
 
     async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
@@ -241,29 +226,39 @@ class GatewayHandler:
         try:
             copies = list(await self.pipeline(transaction))
             _check_copies(copies, transaction.recipients)
-            reply = await self._send_copies(state.next_hop, transaction, copies)
+            options = _forwardable(list(envelope.mail_options))
+            reply = await self._send_copies(state.next_hop, transaction, copies, options)
         except MessageRefused as exc:
             reply, copies = exc.reply, []
         except RelayError as exc:
             reply, copies = exc.reply, []
+            log.warning("queue_id=%s %s", transaction.queue_id, exc.detail)
         except Exception:
             # Never lose mail on a bug: the client keeps it and retries.
             log.exception("queue_id=%s pipeline failed", transaction.queue_id)
             reply, copies = Reply(451, "4.3.0 internal error, try again later"), []
         if self.on_result is not None:
             self.on_result(transaction, copies, reply)
-        log.info(
+        # One line per message; a refusal with the reply (it names recipients and reasons).
+        log.log(
+            logging.INFO if reply.ok else logging.WARNING,
             "queue_id=%s from=<%s> to=%s actions=%s reply=%s",
             transaction.queue_id,
             transaction.sender,
             ",".join(transaction.recipients),
             "|".join(",".join(c.actions) for c in copies),
-            reply.code,
+            reply.code if reply.ok else reply.line,
         )
+        if not reply.ok:
+            session.cmcgate_logged = reply.line
         return reply
 
     async def _send_copies(
-        self, hop: NextHopTransaction, transaction: Transaction, copies: list[Copy]
+        self,
+        hop: NextHopTransaction,
+        transaction: Transaction,
+        copies: list[Copy],
+        options: list[str],
     ) -> Reply:
         copies = [c for c in copies if HELD not in c.actions]
         if not copies:
@@ -275,23 +270,71 @@ class GatewayHandler:
         # Split: the next hop verified every recipient already; send one transaction each.
         await hop.rset()
         last = Reply(250, "2.0.0 OK")
-        for copy in copies:
-            reply = await hop.mail(transaction.sender, hop.mail_options)
-            for recipient in copy.recipients:
-                if reply.ok:
-                    reply = await hop.rcpt(recipient)
+        for index, copy in enumerate(copies):
+            # the parameters the next hop accepted for the client's transaction (BODY=,
+            # SMTPUTF8 where it offers it), on every split copy
+            reply = await send_copy(
+                hop, transaction.sender, hop.mail_options, copy.recipients, copy.content
+            )
             if reply.ok:
-                reply = await hop.data(copy.content)
-            if not reply.ok:
-                return reply
-            last = reply
+                last = reply
+                continue
+            log.warning(
+                "queue_id=%s next hop refused the copy to %s: %s",
+                transaction.queue_id, ",".join(copy.recipients), reply.line,
+            )  # fmt: skip
+            if index == 0 or not reply.temporary:
+                return reply  # nothing delivered yet, or a refusal retrying cannot change
+            return await self._defer(transaction, copies[index:], options, reply)
         return last
+
+    async def _defer(
+        self, transaction: Transaction, rest: list[Copy], options: list[str], reply: Reply
+    ) -> Reply:
+        """Earlier copies were delivered: keep ``rest`` for later and answer 250 if durable."""
+        who = ",".join(r for copy in rest for r in copy.recipients)
+        if self.deferred is None:
+            log.error(
+                "queue_id=%s no deferred queue: answering %s, the copies already delivered "
+                "will be delivered again when the client retries", transaction.queue_id,
+                reply.line,
+            )  # fmt: skip
+            return reply
+        pieces = [(copy.recipients, copy.content) for copy in rest]
+        try:
+            idents = await asyncio.to_thread(
+                self.deferred.add, transaction, pieces, options, reply.line
+            )
+        except CmcgateError as exc:
+            log.error(
+                "queue_id=%s cannot defer the copies to %s (%s): answering %s, the copies "
+                "already delivered will be delivered again", transaction.queue_id, who, exc,
+                reply.line,
+            )  # fmt: skip
+            return reply
+        log.warning(
+            "queue_id=%s copies to %s deferred as %s after %s; the gateway retries them",
+            transaction.queue_id, who, ",".join(idents), reply.line,
+        )  # fmt: skip
+        return Reply(250, f"2.0.0 OK: {len(idents)} of the copies deferred, the gateway retries")
 
     @staticmethod
     async def _close(state: _State) -> None:
         hop, state.next_hop = state.next_hop, None
         if hop is not None:
             await hop.close()
+
+
+_NOT_ALLOWED = "client not in cmcgate.gateway.allowedNetworks and not authenticated"
+
+
+def _refused(session: Any, line: str, what: str, why: str) -> str:
+    """Log a refusal at MAIL or RCPT once (the front does not log it again); return it."""
+    peer = session.peer[0] if isinstance(session.peer, tuple) else session.peer
+    level = logging.WARNING if line.startswith("4") or line == RELAY_DENIED else logging.INFO
+    log.log(level, "client=%s %s refused: %s (%s)", peer, what, line, why)
+    session.cmcgate_logged = line
+    return line
 
 
 def _forwardable(options: list[str]) -> list[str]:

@@ -11,10 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import ssl
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -31,10 +28,13 @@ from gateway.certs.adapter import StoreCertificates
 from gateway.certs.revocation import CrlChecker
 from gateway.certs.revocation_policy import RevocationCheckedCertificates, RevocationPolicy
 from gateway.certs.setup import GatewayStores, stores_for
+from gateway.certs.view import Certificates
 from gateway.dkim import DkimKey
 from gateway.metrics import Metrics
-from gateway.pipeline import Certificates, PipelineSettings, SmimePipeline
+from gateway.pipeline import PipelineSettings, SmimePipeline
 from gateway.quarantine import Quarantine
+from gateway.smtp.control import ControlSignals, _report_ready, reload_config
+from gateway.smtp.deferred import DeferredQueue, run_retries
 from gateway.smtp.relay import NextHop
 from gateway.smtp.server import FrontSettings, GatewayHandler, start_front
 
@@ -269,6 +269,8 @@ class RunningGateway:
     metrics: Metrics
     quarantine: Quarantine | None
     broker: Broker
+    #: the task retrying deferred copies (in the process that runs the background jobs)
+    retries: Any = None
 
     def apply(self, config: Config) -> None:
         """Swap in ``config``; raises CmcgateError (and changes nothing) when a file it names
@@ -290,6 +292,8 @@ class RunningGateway:
         log.info("configuration applied from %s", config.source)
 
     def stop(self) -> None:
+        if self.retries is not None:
+            self.retries.cancel()
         # Say QUIT to the next hop on the idle connections before the front's loop ends.
         closing = asyncio.run_coroutine_threadsafe(
             self.handler.close_connections(), self.controller.loop
@@ -318,9 +322,11 @@ def start(
         quarantine = Quarantine(quarantine_dir or config.gateway.state_dir / "quarantine")
         broker = Broker.start(config, stores, metrics, background=worker in (None, 0))
         pipeline = broker.pipeline(config, quarantine)
+        deferred = DeferredQueue(config.gateway.state_dir / "deferred")
         handler = GatewayHandler(
-            next_hop(config), metrics.timed(pipeline), front_settings(config), metrics.on_result
-        )
+            next_hop(config), metrics.timed(pipeline), front_settings(config), metrics.on_result,
+            deferred=deferred,
+        )  # fmt: skip
         controller = start_front(
             handler,
             config.gateway.listen.host,
@@ -342,33 +348,12 @@ def start(
         from prometheus_client import start_http_server
 
         start_http_server(config.metrics_listen.port, config.metrics_listen.host, metrics.registry)
-    return RunningGateway(config, stores, handler, controller, metrics, quarantine, broker)
-
-
-class ControlSignals:
-    """SIGTERM/SIGINT set :attr:`stop`, SIGHUP asks for a reload.
-
-    Installed before anything listens: a SIGHUP sent as soon as the port answers must not
-    meet SIGHUP's default action, which ends the process.
-    """
-
-    def __init__(self) -> None:
-        self.stop = threading.Event()
-        self._reload = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
-        signal.signal(signal.SIGINT, lambda *_: self.stop.set())
-        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
-
-    def take_reload(self) -> bool:
-        """Whether a reload was asked for since the last call."""
-        if not self._reload.is_set():
-            return False
-        self._reload.clear()
-        return True
-
-
-#: the variable naming the pipe a worker writes to once it listens (set by gateway.smtp.workers)
-READY_FD_VARIABLE = "CMCGATE_READY_FD"
+    running = RunningGateway(config, stores, handler, controller, metrics, quarantine, broker)
+    if worker in (None, 0):
+        running.retries = asyncio.run_coroutine_threadsafe(
+            run_retries(deferred, lambda: handler.next_hop, quarantine), controller.loop
+        )
+    return running
 
 
 def check_config(config: Config) -> None:
@@ -387,24 +372,6 @@ def check_config(config: Config) -> None:
         raise GatewayStartError(f"configuration not usable: {exc!r}") from None
 
 
-def reload_config(holder: ConfigHolder, check: Callable[[Config], None] = check_config) -> bool:
-    """Re-read the properties file; False when it is refused (logged as one line by the
-    holder).  ``check`` (e.g. :meth:`RunningGateway.apply`) may refuse it too."""
-    return not holder.reload(check)
-
-
-def _report_ready() -> None:
-    """Tell the supervisor (gateway.smtp.workers) that this worker listens."""
-    fd = os.environ.pop(READY_FD_VARIABLE, None)
-    if fd is None:
-        return
-    try:
-        os.write(int(fd), b"ready")
-        os.close(int(fd))
-    except (OSError, ValueError):
-        log.warning("could not report readiness to the supervisor")
-
-
 def run(
     holder: ConfigHolder,
     signals: ControlSignals,
@@ -418,12 +385,13 @@ def run(
     ``cmcgate gateway run`` (:mod:`gateway.cli`) decides which.
     """
     gateway = start(holder.current, quarantine_dir=quarantine_dir, worker=worker)
-    listen = holder.current.gateway.listen
+    gw = holder.current.gateway
     who = "" if worker is None else f" (worker {worker})"
-    log.info("cmcgate gateway listening on %s:%s%s", listen.host, listen.port, who)
-    if worker is None:
-        print(f"cmcgate gateway listening on {listen.host}:{listen.port}", flush=True)
-    else:
+    log.info(
+        "cmcgate gateway started: listening on %s:%s, next hop %s:%s%s",
+        gw.listen.host, gw.listen.port, gw.next_hop.host, gw.next_hop.port, who,
+    )  # fmt: skip
+    if worker is not None:
         _report_ready()
     parent = os.getppid()
     try:
@@ -435,4 +403,5 @@ def run(
                 reload_config(holder, gateway.apply)
     finally:
         gateway.stop()
+        log.info("cmcgate gateway stopped%s", who)
     return 0

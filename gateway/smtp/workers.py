@@ -34,7 +34,8 @@ import time
 from pathlib import Path
 
 from config.properties import ConfigHolder
-from gateway.smtp.service import READY_FD_VARIABLE, ControlSignals, reload_config
+from gateway.smtp.control import READY_FD_VARIABLE, ControlSignals, reload_config
+from gateway.smtp.service import check_config
 
 log = logging.getLogger("cmcgate.gateway.workers")
 
@@ -171,22 +172,22 @@ def supervise(
     supervisor = Supervisor(holder, quarantine_dir=quarantine_dir, log_level=log_level)
     supervisor.start()
     try:
-        listen = supervisor.config.gateway.listen
+        gw = supervisor.config.gateway
         if supervisor.wait_ready():
-            log.info("%d workers listening on %s:%s", supervisor.count, listen.host, listen.port)
-            print(
-                f"cmcgate gateway listening on {listen.host}:{listen.port}"
-                f" ({supervisor.count} workers)",
-                flush=True,
-            )
+            log.info(
+                "cmcgate gateway started: listening on %s:%s, next hop %s:%s, with %d workers",
+                gw.listen.host, gw.listen.port, gw.next_hop.host, gw.next_hop.port,
+                supervisor.count,
+            )  # fmt: skip
         while not signals.stop.wait(0.2):
             code = supervisor.check()
             if code is not None:
                 return code
-            if signals.take_reload() and reload_config(holder):
+            if signals.take_reload() and reload_config(holder, check_config):
                 if holder.current.gateway.workers != supervisor.count:
                     log.warning("cmcgate.gateway.workers changes at the next start")
                 supervisor.signal_all(signal.SIGHUP)
     finally:
         supervisor.stop()
+        log.info("cmcgate gateway stopped (%d workers)", supervisor.count)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -9,17 +10,19 @@ from typing import Any
 import pkcs11
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from pkcs11 import Attribute, ObjectClass
 from pkcs11 import exceptions as px
 
 from ca.keys import (
     EcKeyHandle,
     KeyBackendError,
+    KeyNotFound,
     KeyType,
     RsaKeyHandle,
     SecretNotFound,
+    TokenUnavailable,
     UnsupportedKeyOperation,
     backend_from_settings,
 )
@@ -232,3 +235,79 @@ def test_an_ec_key_made_for_signing_only_says_why_it_cannot_do_ecdh(
         key.exchange(ec.ECDH(), peer)
     generated = softhsm_backend.generate("generated", KeyType.EC_P256)
     assert len(generated.exchange(ec.ECDH(), peer)) == 32
+def _restore_on_token(token: SoftHsmToken, label: str, key: rsa.RSAPrivateKey, tmp: Path) -> None:
+    """Put ``key`` back on the token under ``label`` from another process (pkcs11-tool)."""
+    der = tmp / f"{label}.der"
+    der.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    done = token.pkcs11_tool(
+        "--write-object", str(der), "--type", "privkey", "--label", label, "--id", "01"
+    )
+    assert done.returncode == 0, done.stderr
+    der.unlink()
+
+
+def test_signing_works_again_after_the_hsm_replaced_its_key_objects(
+    softhsm_token: SoftHsmToken, softhsm_backend: Pkcs11Backend, tmp_path: Path
+) -> None:
+    """An HSM outage as the gateway sees it: the key objects the sessions hold are deleted by
+    another process and restored from the same key material, so they come back with new
+    handles. The same backend object signs again without being re-created."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    handle = softhsm_backend.import_key("alice", key)
+    handle.sign(b"before", padding.PKCS1v15(), hashes.SHA256())
+    deleted = softhsm_token.pkcs11_tool("--delete-object", "--type", "privkey", "--label", "alice")
+    assert deleted.returncode == 0, deleted.stderr
+    _restore_on_token(softhsm_token, "alice", key, tmp_path)
+
+    signature = handle.sign(b"after the outage", padding.PKCS1v15(), hashes.SHA256())
+    key.public_key().verify(signature, b"after the outage", padding.PKCS1v15(), hashes.SHA256())
+
+
+def test_signing_works_again_after_the_token_was_reinitialised_and_the_key_restored(
+    softhsm_token: SoftHsmToken, softhsm_backend: Pkcs11Backend, tmp_path: Path
+) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    handle = softhsm_backend.import_key("alice", key)
+    handle.sign(b"before", padding.PKCS1v15(), hashes.SHA256())
+    reinit = subprocess.run(
+        ["softhsm2-util", "--init-token", "--token", softhsm_token.token_label]
+        + ["--label", softhsm_token.token_label, "--pin", softhsm_token.pin]
+        + ["--so-pin", softhsm_token.so_pin],
+        env=softhsm_token.env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert reinit.returncode == 0, reinit.stderr
+    _restore_on_token(softhsm_token, "alice", key, tmp_path)
+
+    signature = handle.sign(b"after the outage", padding.PKCS1v15(), hashes.SHA256())
+    key.public_key().verify(signature, b"after the outage", padding.PKCS1v15(), hashes.SHA256())
+
+
+def test_a_key_still_missing_after_reopening_is_a_backend_error_not_a_crash(
+    softhsm_token: SoftHsmToken, softhsm_backend: Pkcs11Backend
+) -> None:
+    handle = softhsm_backend.generate("alice", KeyType.RSA2048)
+    handle.sign(b"before", padding.PKCS1v15(), hashes.SHA256())
+    deleted = softhsm_token.pkcs11_tool("--delete-object", "--type", "privkey", "--label", "alice")
+    assert deleted.returncode == 0, deleted.stderr
+    with pytest.raises(KeyNotFound, match="no private key labelled 'alice'"):
+        handle.sign(b"during the outage", padding.PKCS1v15(), hashes.SHA256())
+
+
+def test_a_token_that_stays_gone_is_a_temporary_token_unavailable_error(
+    softhsm_token: SoftHsmToken, softhsm_backend: Pkcs11Backend
+) -> None:
+    handle = softhsm_backend.generate("alice", KeyType.RSA2048)
+    handle.sign(b"before", padding.PKCS1v15(), hashes.SHA256())
+    deleted = subprocess.run(
+        ["softhsm2-util", "--delete-token", "--token", softhsm_token.token_label],
+        env=softhsm_token.env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert deleted.returncode == 0, deleted.stderr
+    with pytest.raises(TokenUnavailable, match="token 'cmcgate-test'"):
+        handle.sign(b"during the outage", padding.PKCS1v15(), hashes.SHA256())

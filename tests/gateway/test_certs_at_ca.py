@@ -26,7 +26,7 @@ from gateway import main as cmcgate_cli
 from gateway.broker.enrolment import Enroller, EnrolmentPending
 from gateway.certs.models import RevocationStatus, Source
 from gateway.certs.setup import GatewayStores, stores_for
-from gateway.pipeline import SigningIdentity
+from gateway.certs.view import SigningIdentity
 from tests.gateway.test_enrolment import BundledCa, start_bundled_ca, write_properties
 
 

@@ -15,7 +15,7 @@ from gateway.metrics import Metrics
 from gateway.pipeline import PipelineSettings, SmimePipeline, check_no_plaintext
 from gateway.policy import MissingAction
 from gateway.smime import encrypted_kind
-from gateway.smtp.server import Copy, MessageRefused
+from gateway.smtp.message import Copy, MessageRefused
 from tests.gateway.certs import make_ca, openssl
 from tests.gateway.test_end_to_end_smime import (
     INTERNAL,

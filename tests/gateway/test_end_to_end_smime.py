@@ -17,15 +17,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from cmc.errors import TemporaryFailure
+from gateway.certs.view import DecryptionKey, SigningIdentity
 from gateway.devservices import SmtpSink, free_port
 from gateway.dkim import DkimKey
 from gateway.metrics import Metrics
-from gateway.pipeline import (
-    DecryptionKey,
-    PipelineSettings,
-    SigningIdentity,
-    SmimePipeline,
-)
+from gateway.pipeline import PipelineSettings, SmimePipeline
 from gateway.policy import EncryptMode, MissingAction, Policy, Rule, Scope
 from gateway.quarantine import Quarantine
 from gateway.smime import smime_kind
@@ -253,7 +249,7 @@ def test_mandatory_hold_quarantines_durably_answers_250_and_relays_the_others(
     assert gateway.send("alice@example.org", recipients, PLAIN) == {}
     [held] = Quarantine(tmp_path / "quarantine").list()
     assert held.recipients == ("bob@partner.example",)
-    assert held.reason == "no certificate"
+    assert held.reason == "no encryption certificate"
     assert Quarantine(tmp_path / "quarantine").get(held.id)[1] == PLAIN
     [received] = smtp_sink.received()
     assert received.rcpt_tos == ("carol@partner.example",)

@@ -27,7 +27,7 @@ from gateway.devservices import Slapd, free_port
 from gateway.pipeline import PipelineSettings, SmimePipeline
 from gateway.policy import EncryptMode, Policy, SignMode
 from gateway.smime import decrypt
-from gateway.smtp.server import Transaction
+from gateway.smtp.message import Transaction
 from tests.gateway.certs import CA, NOW, make_ca, new_key
 from tests.gateway.test_end_to_end_smime import PLAIN, MemoryCertificates
 

@@ -8,21 +8,15 @@ import pytest
 
 from ca.keys.errors import KeyBackendError
 from cmc.errors import TemporaryFailure
+from gateway.certs.view import Certificates, SigningIdentity
 from gateway.metrics import Metrics
-from gateway.pipeline import (
-    Certificates,
-    PipelineSettings,
-    SigningIdentity,
-    SmimePipeline,
-    check_no_plaintext,
-    strip_spoofed,
-)
+from gateway.pipeline import PipelineSettings, SmimePipeline, check_no_plaintext, strip_spoofed
 from gateway.policy import EncryptMode, MissingAction, Policy, Rule, Scope, SignMode
 from gateway.quarantine import Quarantine
 from gateway.smime import decrypt, encrypt, sign, smime_kind, verify
 from gateway.smime.mime import split_message
+from gateway.smtp.message import Copy, MessageRefused, Transaction
 from gateway.smtp.relay import Reply
-from gateway.smtp.server import Copy, MessageRefused, Transaction
 from tests.gateway.certs import make_ca
 from tests.gateway.test_end_to_end_smime import INTERNAL, PLAIN, MemoryCertificates, people
 

@@ -18,7 +18,7 @@ from gateway.pipeline import PipelineSettings, SmimePipeline
 from gateway.policy import EncryptMode, MissingAction, Policy, Rule, Scope
 from gateway.smime import decrypt, encrypt, smime_kind, verify
 from gateway.smime.mime import split_message
-from gateway.smtp.server import Transaction
+from gateway.smtp.message import Transaction
 from tests.gateway.certs import CA, Identity, make_ca, openssl
 from tests.gateway.gpgsm import gpgsm_missing_reason
 from tests.gateway.test_end_to_end_smime import (  # noqa: F401 - make_gateway is a fixture

@@ -17,8 +17,8 @@ from gateway.quarantine import (
     register_quarantine,
     release_to,
 )
+from gateway.smtp.message import Transaction
 from gateway.smtp.relay import NextHop
-from gateway.smtp.server import Transaction
 
 MESSAGE = (
     b"From: alice@example.org\r\nTo: bob@partner.example\r\nSubject: s\r\n\r\nsecret \xc3\xa4\r\n"

@@ -9,17 +9,9 @@ from collections.abc import Iterator, Sequence
 import pytest
 
 from gateway.devservices import SmtpSink, free_port
+from gateway.smtp.message import Copy, MessageRefused, Pipeline, Transaction
 from gateway.smtp.relay import NextHop, Reply
-from gateway.smtp.server import (
-    Copy,
-    FrontSettings,
-    GatewayHandler,
-    MessageRefused,
-    Pipeline,
-    Transaction,
-    pass_through,
-    start_front,
-)
+from gateway.smtp.server import FrontSettings, GatewayHandler, pass_through, start_front
 
 MESSAGE = b"From: alice@example.org\r\nTo: bob@partner.example\r\nSubject: hi\r\n\r\nhello\r\n"
 

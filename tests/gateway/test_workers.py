@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.devservices import SmtpSink, free_port
+from tests.gateway.test_gateway_log import assert_no_line_twice, lines_with
 from tests.gateway.test_service import (
     CMCGATE,
     PASS_THROUGH,
@@ -92,7 +93,7 @@ def workers(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[Workers]:
     setup = Workers(tmp_path, smtp_sink)
     import_alice_and_bob(setup.config, tmp_path, "Workers Test CA")
     setup.process.start()
-    assert wait_for(lambda: "2 workers listening" in setup.log())
+    assert wait_for(lambda: "with 2 workers" in setup.log())
     try:
         yield setup
     finally:
@@ -127,7 +128,7 @@ def test_a_worker_that_dies_is_restarted(workers: Workers, smtp_sink) -> None:
     os.kill(victim, signal.SIGKILL)
     assert wait_for(lambda: len(children(workers.pid)) == 2 and victim not in children(workers.pid))
     assert "exited with -9: restarting" in workers.log()
-    assert wait_for(lambda: workers.log().count("cmcgate gateway listening on") == 4)
+    assert wait_for(lambda: workers.log().count("cmcgate gateway started") == 4)
     workers.send(10)
     assert len(smtp_sink.received()) == 10
 
@@ -156,3 +157,16 @@ def test_workers_stop_when_the_supervisor_is_killed(workers: Workers) -> None:
     workers.process.proc.wait()
     assert wait_for(lambda: not any(alive(pid) for pid in pids), 15)
     workers.process.proc = None  # nothing left for the fixture to stop
+
+
+def test_supervisor_and_workers_each_log_start_and_stop_once(workers: Workers) -> None:
+    workers.send(6)
+    assert workers.process.stop() == 0
+    log = workers.log()
+    assert len(lines_with(log, "cmcgate gateway started", "with 2 workers")) == 1
+    assert len(lines_with(log, "cmcgate gateway stopped (2 workers)")) == 1
+    for index in (0, 1):
+        assert len(lines_with(log, f"[worker {index}] cmcgate gateway started")) == 1
+        assert len(lines_with(log, f"[worker {index}] cmcgate gateway stopped")) == 1
+    assert len(lines_with(log, "queue_id=", "reply=250")) == 6
+    assert_no_line_twice(log)
