@@ -183,6 +183,8 @@ class RevocationCheckedCertificates:
         self.policy = policy
         self.store = store
         self.forget = tuple(forget)
+        #: certificates whose unknown issuer was logged already: once each, not per message
+        self._unknown_logged: set[str] = set()
 
     async def encryption_certificate(self, email: str) -> x509.Certificate | None:
         for _ in range(MAX_REPLACEMENTS):
@@ -210,7 +212,12 @@ class RevocationCheckedCertificates:
                 log.warning("chain of %s not read from the store: %s", describe(cert), exc)
         issuer = self.policy.issuer_of(cert, chain)
         if issuer is None:
-            log.info("issuer of %s not known: its CRL cannot be checked", describe(cert))
+            fingerprint = fingerprint_of(cert)
+            if fingerprint not in self._unknown_logged:
+                if len(self._unknown_logged) >= MAX_VERDICTS:
+                    self._unknown_logged.clear()
+                self._unknown_logged.add(fingerprint)
+                log.info("issuer of %s not known: its CRL cannot be checked", describe(cert))
             return RevocationStatus.UNKNOWN
         status = self.policy.check(cert, issuer)
         if status is RevocationStatus.GOOD:

@@ -81,7 +81,7 @@ def workers(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[Workers]:
     setup = Workers(tmp_path, smtp_sink)
     setup.write(PASS_THROUGH)
     setup.process.start()
-    assert wait_for(lambda: "2 workers listening" in setup.log())
+    assert wait_for(lambda: "with 2 workers" in setup.log())
     try:
         yield setup
     finally:
