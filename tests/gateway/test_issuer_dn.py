@@ -16,9 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from ca.store.model import CertificateStatus, OrderStatus
 from cmc.client_config import client_from_config
@@ -27,6 +25,7 @@ from config.model import PkiConnection
 from config.properties import load
 from gateway.certs.models import Source
 from gateway.devservices import SmtpSink
+from tests.certbuild import email_csr
 from tests.gateway.test_enrolment import (
     BundledCa,
     Gateway,
@@ -64,13 +63,7 @@ def _pki(bundled: tuple[object, ...], name: str, issuer_dn: str, roots: str) -> 
 
 def _csr(email: str) -> tuple[rsa.RSAPrivateKey, x509.CertificateSigningRequest]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, email)]))
-        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return key, csr
+    return key, email_csr(key, email)
 
 
 def _crl_serials(ca: BundledCa) -> set[int]:
