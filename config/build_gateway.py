@@ -6,13 +6,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from config.build_pki import parse_ldap_url, secret_ref
+from config.build_pki import ldap_directory, secret_ref
 from config.model import (
     DkimDomain,
     EnrolmentSettings,
     GatewaySettings,
     KeyBackendSettings,
-    LdapDirectory,
     LookupSettings,
     NextHopTls,
     PublishSettings,
@@ -251,18 +250,10 @@ def build_lookup(p: Props) -> LookupSettings:
     for name in names:
         key = f"{prefix}{name}."
         anchor = p.line(p.family(key)[0])
-        for leaf in ("url", "base"):
-            if p.raw(key + leaf) is None:
-                p.error(key + leaf, f"missing: LDAP directory {name!r} needs url and base", anchor)
-        url = p.get(key + "url", parse_ldap_url, None)
-        base = p.raw(key + "base")
-        password = secret_ref(p, key + "passwordFile", key + "passwordEnv")
-        bind_dn = p.raw(key + "bindDn")
-        if password is not None and bind_dn is None:
-            p.error(key + "bindDn", "missing: a password is set but no bind DN", anchor)
-        timeout = p.get(key + "timeout", lambda v: parse_seconds(v, maximum=300), 5.0)
-        if url is not None and base is not None:
-            directories.append(LdapDirectory(name, url, base, bind_dn, password, timeout))
+        missing = f"missing: LDAP directory {name!r} needs url and base"
+        directory = ldap_directory(p, key, name, missing, anchor)
+        if directory is not None:
+            directories.append(directory)
     return LookupSettings(
         directories=tuple(directories),
         negative_cache_ttl=p.get("cmcgate.lookup.negativeCacheTtl", parse_duration, 3600),
@@ -275,19 +266,13 @@ def build_publish(p: Props) -> PublishSettings | None:
     if not present:
         return None
     anchor = p.line(present[0])
-    for leaf in ("url", "base"):
-        if p.raw(key + leaf) is None:
-            p.error(key + leaf, "missing: publishing to LDAP needs url and base", anchor)
-    url = p.get(key + "url", parse_ldap_url, None)
-    base = p.raw(key + "base")
-    password = secret_ref(p, key + "passwordFile", key + "passwordEnv")
-    bind_dn = p.raw(key + "bindDn")
-    if password is not None and bind_dn is None:
-        p.error(key + "bindDn", "missing: a password is set but no bind DN", anchor)
-    timeout = p.get(key + "timeout", lambda v: parse_seconds(v, maximum=300), 5.0)
-    if url is None or base is None:
+    missing = "missing: publishing to LDAP needs url and base"
+    directory = ldap_directory(p, key, "publish", missing, anchor)
+    if directory is None:
         return None
-    return PublishSettings(url, base, bind_dn, password, timeout)
+    return PublishSettings(
+        directory.url, directory.base, directory.bind_dn, directory.password, directory.timeout
+    )
 
 
 def build_enrolment(p: Props) -> EnrolmentSettings:

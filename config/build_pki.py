@@ -155,6 +155,27 @@ def _kind(p: Props, product: str | None, template: x509.Name | None) -> tuple[Pr
     return ProductKind.GOLD, "template"
 
 
+def ldap_directory(
+    p: Props, key: str, name: str, missing: str, anchor: int | None
+) -> LdapDirectory | None:
+    """The LDAP directory under the prefix ``key`` (``url``, ``base``, ``bindDn``, the
+    password's file or environment variable, ``timeout``); None when url or base is wanting
+    (an error is reported at ``anchor`` with the message ``missing``)."""
+    for leaf in ("url", "base"):
+        if p.raw(key + leaf) is None:
+            p.error(key + leaf, missing, anchor)
+    url = p.get(key + "url", parse_ldap_url, None)
+    base = p.raw(key + "base")
+    password = secret_ref(p, key + "passwordFile", key + "passwordEnv")
+    bind_dn = p.raw(key + "bindDn")
+    if password is not None and bind_dn is None:
+        p.error(key + "bindDn", "missing: a password is set but no bind DN", anchor)
+    timeout = p.get(key + "timeout", lambda v: parse_seconds(v, maximum=300), 5.0)
+    if url is None or base is None:
+        return None
+    return LdapDirectory(name, url, base, bind_dn, password, timeout)
+
+
 def _directory(p: Props, fetch: bool) -> LdapDirectory | None:
     """``cmcgate.pki.directory.*``: the PKI's public directory, where it publishes the
     certificates it issues (SwissSign, the bundled CA): asked for external recipients when
@@ -171,25 +192,16 @@ def _directory(p: Props, fetch: bool) -> LdapDirectory | None:
             )
         return None
     anchor = p.line(present[0])
-    for leaf in ("url", "base"):
-        if p.raw(DIRECTORY + leaf) is None:
-            p.error(DIRECTORY + leaf, "missing: the PKI's directory needs url and base", anchor)
-    url = p.get(DIRECTORY + "url", parse_ldap_url, None)
-    base = p.raw(DIRECTORY + "base")
-    password = secret_ref(p, DIRECTORY + "passwordFile", DIRECTORY + "passwordEnv")
-    bind_dn = p.raw(DIRECTORY + "bindDn")
-    if password is not None and bind_dn is None:
-        p.error(DIRECTORY + "bindDn", "missing: a password is set but no bind DN", anchor)
-    timeout = p.get(DIRECTORY + "timeout", lambda v: parse_seconds(v, maximum=300), 5.0)
+    directory = ldap_directory(
+        p, DIRECTORY, "pki", "missing: the PKI's directory needs url and base", anchor
+    )
     if not fetch:
         p.warn(
             present[0],
             f"the PKI's directory is not asked: {RECIPIENTS} is not true",
             anchor,
         )
-    if url is None or base is None:
-        return None
-    return LdapDirectory("pki", url, base, bind_dn, password, timeout)
+    return directory
 
 
 def build_pki(p: Props) -> PkiConnection | None:

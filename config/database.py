@@ -8,8 +8,9 @@ out timezone-aware, so the SQL stays portable.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import DateTime, Engine, create_engine, event
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
@@ -17,9 +18,21 @@ from sqlalchemy.types import TypeDecorator
 
 from config.redact import redact_url, scrub
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+View = TypeVar("View", bound="DataclassInstance")
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: Execution option that makes a SQLite transaction begin IMMEDIATE (takes the write lock).
 IMMEDIATE = "cmcgate_immediate"
+
+
+def view_of(view: type[View], row: object, **converted: object) -> View:
+    """The frozen dataclass ``view`` of a store row: each field from the row's attribute of
+    the same name, except those given in ``converted`` (enums, tuples, renamed columns)."""
+    copied = {f.name: getattr(row, f.name) for f in fields(view) if f.name not in converted}
+    return view(**copied, **converted)
 
 
 def utc_datetime_type(error: type[Exception]) -> type[TypeDecorator[datetime]]:

@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from ca.store.db import AuditHeadRow, AuditRow, utcnow
 from ca.store.model import StoreError
+from config.database import view_of
 
 
 class AuditedStore(Protocol):
@@ -46,6 +47,7 @@ class AuditedStore(Protocol):
     def audit_transaction(self) -> AbstractContextManager[Session]: ...
 
     def read_session(self) -> AbstractContextManager[Session]: ...
+
 
 GENESIS_HASH = "0" * 64
 _HEAD_ID = 1
@@ -241,17 +243,7 @@ def append_in_session(
 
 
 def _view(row: AuditRow) -> AuditRecord:
-    return AuditRecord(
-        seq=row.seq,
-        ts=row.ts,
-        event_type=row.event_type,
-        actor=row.actor,
-        subject=row.subject,
-        details_json=row.details,
-        prev_hash=row.prev_hash,
-        hash=row.hash,
-        mac=row.mac,
-    )
+    return view_of(AuditRecord, row, details_json=row.details)
 
 
 def append_audit(

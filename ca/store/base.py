@@ -34,6 +34,7 @@ from ca.store.model import (
     StoreError,
     SubjectChange,
 )
+from config.database import view_of
 from config.redact import redact_url, scrub
 
 
@@ -189,16 +190,4 @@ def certificate_view(session: Session, row: CertificateRow, now: datetime) -> Ce
 
 
 def job_view(row: JobRow) -> JobView:
-    return JobView(
-        id=row.id,
-        kind=JobKind(row.kind),
-        serial=row.serial,
-        email=row.email,
-        order_id=row.order_id,
-        status=JobStatus(row.status),
-        attempts=row.attempts,
-        next_attempt_at=row.next_attempt_at,
-        last_error=row.last_error,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
+    return view_of(JobView, row, kind=JobKind(row.kind), status=JobStatus(row.status))

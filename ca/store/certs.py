@@ -35,6 +35,7 @@ from ca.store.model import (
     normalise_email,
     normalise_serial,
 )
+from config.database import view_of
 
 
 def certificate_emails(cert: x509.Certificate) -> list[str]:
@@ -292,11 +293,4 @@ def _status_clause(status: CertificateStatus, at: datetime) -> ColumnElement[boo
 
 
 def _revocation_view(row: RevocationRow) -> RevocationView:
-    return RevocationView(
-        serial=row.serial,
-        reason=RevocationReason(row.reason_code),
-        revoked_at=row.revoked_at,
-        invalidity_date=row.invalidity_date,
-        comment=row.comment,
-        revoked_by=row.revoked_by,
-    )
+    return view_of(RevocationView, row, reason=RevocationReason(row.reason_code))

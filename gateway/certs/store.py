@@ -24,6 +24,7 @@ from sqlalchemy import Select, delete, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from config.database import view_of
 from config.redact import redact_url, scrub
 from gateway.certs.db import (
     Base,
@@ -51,25 +52,12 @@ from gateway.certs.models import (
 
 
 def _record(row: CertificateRow) -> CertificateRecord:
-    return CertificateRecord(
-        fingerprint=row.fingerprint,
-        serial=row.serial,
-        issuer=row.issuer,
-        subject=row.subject,
+    return view_of(
+        CertificateRecord,
+        row,
         emails=tuple(sorted(e.email for e in row.emails)),
         source=Source(row.source),
-        not_before=row.not_before,
-        not_after=row.not_after,
-        key_algorithm=row.key_algorithm,
-        can_sign=row.can_sign,
-        can_encrypt=row.can_encrypt,
         revocation=RevocationStatus(row.revocation),
-        revocation_checked_at=row.revocation_checked_at,
-        revoked_at=row.revoked_at,
-        key_label=row.key_label,
-        added_at=row.added_at,
-        updated_at=row.updated_at,
-        der=row.der,
     )
 
 

@@ -26,18 +26,6 @@ from ca.store.orders import Store
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "ca.db"
-
-
-@pytest.fixture
-def store(db_path: Path) -> Store:
-    s = Store.open(f"sqlite:///{db_path}")
-    s.create_all()
-    return s
-
-
 def fill(store: Store, n: int = 10) -> None:
     for i in range(1, n + 1):
         append_audit(

@@ -24,9 +24,8 @@ from typing import Any
 import pytest
 import requests
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ca.init import initialise
 from ca.keys import KeyType
@@ -39,6 +38,7 @@ from cmc.client_config import client_from_config
 from config.properties import load
 from config.totemo import pki_connection_properties
 from gateway.devservices import Slapd, free_port
+from tests.certbuild import email_csr
 
 ACCOUNT, PRODUCT = "example.ra", "example-silver"
 PEOPLE = "ou=people,dc=example,dc=org"
@@ -147,13 +147,7 @@ def stack(tmp_path: Path, slapd: Slapd) -> Iterator[Stack]:
 
 def _csr(email: str) -> tuple[x509.CertificateSigningRequest, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, email)]))
-        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return csr, key
+    return email_csr(key, email), key
 
 
 def _enrol(stack: Stack, email: str) -> x509.Certificate:

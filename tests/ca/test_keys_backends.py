@@ -33,6 +33,7 @@ from ca.keys import (
     raw_sign_rate,
 )
 from ca.keys.software import SoftwareBackend
+from tests.certbuild import key_usage, self_signed_ca
 from tests.fixtures.softhsm import softhsm_missing_reason, softhsm_token_context
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -57,32 +58,11 @@ def _openssl(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProc
 
 def _self_signed(key: PrivateKeyHandle, cn: str) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(minutes=5))
-        .not_valid_after(NOW + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=isinstance(key, rsa.RSAPrivateKey),
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .sign(key, hashes.SHA256())
+    usage = key_usage(
+        digital_signature=True, key_encipherment=isinstance(key, rsa.RSAPrivateKey), ca=True
     )
+    valid = (NOW - dt.timedelta(minutes=5), NOW + dt.timedelta(days=30))
+    return self_signed_ca(key, name, valid, usage)
 
 
 def _write_pem(path: Path, cert: x509.Certificate) -> Path:

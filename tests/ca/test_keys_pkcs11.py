@@ -10,7 +10,7 @@ from typing import Any
 import pkcs11
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from pkcs11 import Attribute, ObjectClass
 from pkcs11 import exceptions as px
@@ -28,7 +28,7 @@ from ca.keys import (
 )
 from ca.keys.pkcs11 import Pkcs11Backend
 from ca.keys.pool import _registry
-from tests.fixtures.softhsm import SoftHsmToken
+from tests.fixtures.softhsm import SoftHsmToken, write_private_key
 
 
 def _private_object(token: SoftHsmToken, label: str, session: pkcs11.Session) -> pkcs11.Object:
@@ -235,21 +235,6 @@ def test_an_ec_key_made_for_signing_only_says_why_it_cannot_do_ecdh(
         key.exchange(ec.ECDH(), peer)
     generated = softhsm_backend.generate("generated", KeyType.EC_P256)
     assert len(generated.exchange(ec.ECDH(), peer)) == 32
-def _restore_on_token(token: SoftHsmToken, label: str, key: rsa.RSAPrivateKey, tmp: Path) -> None:
-    """Put ``key`` back on the token under ``label`` from another process (pkcs11-tool)."""
-    der = tmp / f"{label}.der"
-    der.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.DER,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    done = token.pkcs11_tool(
-        "--write-object", str(der), "--type", "privkey", "--label", label, "--id", "01"
-    )
-    assert done.returncode == 0, done.stderr
-    der.unlink()
 
 
 def test_signing_works_again_after_the_hsm_replaced_its_key_objects(
@@ -263,7 +248,7 @@ def test_signing_works_again_after_the_hsm_replaced_its_key_objects(
     handle.sign(b"before", padding.PKCS1v15(), hashes.SHA256())
     deleted = softhsm_token.pkcs11_tool("--delete-object", "--type", "privkey", "--label", "alice")
     assert deleted.returncode == 0, deleted.stderr
-    _restore_on_token(softhsm_token, "alice", key, tmp_path)
+    write_private_key(softhsm_token, "alice", key, tmp_path)
 
     signature = handle.sign(b"after the outage", padding.PKCS1v15(), hashes.SHA256())
     key.public_key().verify(signature, b"after the outage", padding.PKCS1v15(), hashes.SHA256())
@@ -282,7 +267,7 @@ def test_signing_works_again_after_the_token_was_reinitialised_and_the_key_resto
         env=softhsm_token.env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert reinit.returncode == 0, reinit.stderr
-    _restore_on_token(softhsm_token, "alice", key, tmp_path)
+    write_private_key(softhsm_token, "alice", key, tmp_path)
 
     signature = handle.sign(b"after the outage", padding.PKCS1v15(), hashes.SHA256())
     key.public_key().verify(signature, b"after the outage", padding.PKCS1v15(), hashes.SHA256())

@@ -19,9 +19,8 @@ from typing import Any
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ca.authority import CertificateAuthority
 from ca.init import initialise
@@ -30,6 +29,7 @@ from ca.publish.publisher import LdapPublisher, register_publish_command, schedu
 from ca.store.audit import AuditEvent, audit_records, verify_audit
 from ca.store.model import JobKind, JobStatus
 from gateway.devservices import Slapd
+from tests.certbuild import email_csr
 
 DOMAIN = "example.org"
 PEOPLE = "ou=people,dc=example,dc=org"
@@ -68,12 +68,7 @@ class Setup:
 
     def issue(self, email: str) -> x509.Certificate:
         key = ec.generate_private_key(ec.SECP256R1())
-        csr = (
-            x509.CertificateSigningRequestBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, email)]))
-            .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False)
-            .sign(key, hashes.SHA256())
-        )
+        csr = email_csr(key, email)
         result = self.ca.submit(csr.public_bytes(DER), "totemoag.ra", "silver", requested_by="test")
         assert result.certificate is not None
         return result.certificate

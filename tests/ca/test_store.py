@@ -66,18 +66,6 @@ def make_cert(
     return builder.sign(_KEY, hashes.SHA256()).public_bytes(Encoding.DER)
 
 
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "ca.db"
-
-
-@pytest.fixture
-def store(db_path: Path) -> Store:
-    s = Store.open(f"sqlite:///{db_path}")
-    s.create_all()
-    return s
-
-
 def issued_order(store: Store, serial: int, emails: list[str], **cert_kw: object) -> str:
     order = store.new_order(
         "totemoag.ra",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -50,6 +50,7 @@ from cmc.messages.api import (
 from cmc.messages.cms import verify_chain, verify_signed_data
 from cmc.transport.http import CmcTransport, TransportSettings, TransportUnavailable
 from gateway.main import main
+from tests.certbuild import email_csr
 from tests.cmc.conftest import make_cert
 from tests.cmc.tlsresponder import Reply, SeenRequest, TlsResponder
 from tests.cmc.transport_pki import P12_PASSWORD, TransportPki, mint_transport_pki
@@ -244,13 +245,7 @@ def new_user(
     email: str = ALICE,
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.CertificateSigningRequest]:
     key = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, email)]))
-        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return key, csr
+    return key, email_csr(key, email)
 
 
 def same_key(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> bool:

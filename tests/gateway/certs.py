@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.certbuild import key_usage, self_signed_ca
+
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
@@ -110,16 +112,10 @@ class CA:
             .not_valid_after(not_after or NOW + dt.timedelta(days=365))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
-                x509.KeyUsage(
+                key_usage(
                     digital_signature=True,
-                    content_commitment=False,
                     key_encipherment=usage_rsa,
-                    data_encipherment=False,
                     key_agreement=kind.startswith("ec"),
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
                 ),
                 critical=True,
             )
@@ -152,32 +148,8 @@ def make_ca(name: str = "Test Root CA", kind: str = "ec") -> CA:
             x509.NameAttribute(NameOID.COMMON_NAME, name),
         ]
     )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=2))
-        .not_valid_after(NOW + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    valid = (NOW - dt.timedelta(days=2), NOW + dt.timedelta(days=3650))
+    cert = self_signed_ca(key, subject, valid, key_usage(ca=True))
     return CA(name, key, cert)
 
 

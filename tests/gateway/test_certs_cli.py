@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from config.errors import CmcgateError
@@ -210,26 +211,35 @@ def test_removing_a_certificate_and_its_key(
     assert missing.code == 2 and "no stored certificate" in missing.err
 
 
-def test_the_stores_can_be_named_by_the_gateway_properties_file(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    (tmp_path / "keys.pass").touch(mode=0o600)
-    (tmp_path / "keys.pass").write_text(PASSPHRASE)
-    properties = tmp_path / "gateway.properties"
+def import_by_properties(
+    tmp: Path, capsys: pytest.CaptureFixture[str], email: str, seed: int
+) -> tuple[Path, x509.Certificate, Result]:
+    """A ``gateway.properties`` naming a SQLite store and a software key directory in ``tmp``
+    (passphrase file ``keys.pass``), and ``cmcgate gateway certs import`` of ``email``'s
+    certificate and RSA key through it: (the properties file, the certificate, the result)."""
+    (tmp / "keys.pass").touch(mode=0o600)
+    (tmp / "keys.pass").write_text(PASSPHRASE)
+    properties = tmp / "gateway.properties"
     properties.write_text(
         "cmcgate.store.dsn = sqlite:///gw.db\n"
         "cmcgate.keys.backend = software\n"
         "cmcgate.keys.directory = keys\n"
         "cmcgate.keys.passphraseFile = keys.pass\n"
     )
-    cert, key = Pki("CLI Root").issue("heidi@example.org", key=rsa_key(10))
-
+    cert, key = Pki("CLI Root").issue(email, key=rsa_key(seed))
     result = run(
-        ["import", "--config", str(properties), "--email", "heidi@example.org"]
-        + ["--cert", str(write_pem(tmp_path / "h.pem", cert))]
-        + ["--key", str(write_key(tmp_path / "h.key", key))],
+        ["import", "--config", str(properties), "--email", email]
+        + ["--cert", str(write_pem(tmp / f"{email[0]}.pem", cert))]
+        + ["--key", str(write_key(tmp / f"{email[0]}.key", key))],
         capsys,
     )
+    return properties, cert, result
+
+
+def test_the_stores_can_be_named_by_the_gateway_properties_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    properties, _, result = import_by_properties(tmp_path, capsys, "heidi@example.org", 10)
 
     assert result.code == 0, result.err
     assert [p.name for p in (tmp_path / "keys").iterdir()] == ["user%3Aheidi@example.org%3A1.pem"]
@@ -262,24 +272,9 @@ def test_listing_and_showing_need_no_key_passphrase(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An operator who may not read the key passphrase (or the HSM PIN) can still look."""
-    secret = tmp_path / "keys.pass"
-    secret.touch(mode=0o600)
-    secret.write_text(PASSPHRASE)
-    properties = tmp_path / "gateway.properties"
-    properties.write_text(
-        "cmcgate.store.dsn = sqlite:///gw.db\n"
-        "cmcgate.keys.backend = software\n"
-        "cmcgate.keys.directory = keys\n"
-        "cmcgate.keys.passphraseFile = keys.pass\n"
-    )
-    cert, key = Pki("CLI Root").issue("ivan@example.org", key=rsa_key(11))
-    imported = run(
-        ["import", "--config", str(properties), "--email", "ivan@example.org"]
-        + ["--cert", str(write_pem(tmp_path / "i.pem", cert))]
-        + ["--key", str(write_key(tmp_path / "i.key", key))],
-        capsys,
-    )
+    properties, cert, imported = import_by_properties(tmp_path, capsys, "ivan@example.org", 11)
     assert imported.code == 0, imported.err
+    secret = tmp_path / "keys.pass"
     secret.unlink()  # the passphrase is not there for this operator
 
     listed = run(["list", "--config", str(properties)], capsys)

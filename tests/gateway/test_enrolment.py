@@ -12,6 +12,7 @@ import smtplib
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -183,13 +184,20 @@ def start_bundled_ca(
     return ca, auto, manual
 
 
-@pytest.fixture(scope="module")
-def bundled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BundledCa, ...]]:
-    ca, auto, manual = start_bundled_ca(tmp_path_factory.mktemp("enrol-ca"))
+@contextmanager
+def running_bundled_ca(tmp: Path) -> Iterator[tuple[BundledCa, PkiConnection, PkiConnection]]:
+    """:func:`start_bundled_ca`, stopped again on leaving."""
+    ca, auto, manual = start_bundled_ca(tmp)
     try:
-        yield ca, auto, manual  # type: ignore[misc]
+        yield ca, auto, manual
     finally:
         ca.stop()
+
+
+@pytest.fixture(scope="module")
+def bundled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, ...]]:
+    with running_bundled_ca(tmp_path_factory.mktemp("enrol-ca")) as started:
+        yield started
 
 
 @dataclass

@@ -28,7 +28,7 @@ from tests.gateway.test_enrolment import (
     Gateway,
     make_gateway,
     openssl_signer,
-    start_bundled_ca,
+    running_bundled_ca,
     write_properties,
 )
 
@@ -40,15 +40,12 @@ GOLD_TEMPLATE = "CN=Secure Mail: Gateway Certificate,O=Example AG,C=CH"
 @pytest.fixture(scope="module")
 def bundled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, ...]]:
     tmp = tmp_path_factory.mktemp("gold-ca")
-    ca, auto, manual = start_bundled_ca(tmp)
-    gold = load(
-        write_properties(tmp, ca, "example-gold", "gold", subject_template=GOLD_TEMPLATE)
-    ).pki
-    assert gold is not None and gold.product_kind.value == "gold"
-    try:
+    with running_bundled_ca(tmp) as (ca, auto, manual):
+        gold = load(
+            write_properties(tmp, ca, "example-gold", "gold", subject_template=GOLD_TEMPLATE)
+        ).pki
+        assert gold is not None and gold.product_kind.value == "gold"
         yield ca, auto, manual, gold
-    finally:
-        ca.stop()
 
 
 @pytest.fixture

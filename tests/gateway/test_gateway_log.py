@@ -15,7 +15,7 @@ import pytest
 from gateway.devservices import SmtpSink, free_port
 from gateway.smtp.relay import NextHop
 from gateway.smtp.server import FrontSettings, GatewayHandler, start_front
-from tests.gateway.test_service import GatewayProcess, message, write_config, write_keys_passphrase
+from tests.gateway.test_service import GatewayProcess, configure_gateway, message
 
 ENCRYPT_OR_REJECT = (
     "cmcgate.policy.sign=never\n"
@@ -51,10 +51,7 @@ def lines_with(log: str, *words: str) -> list[tuple[str, str]]:
 def test_the_log_of_a_running_gateway_explains_every_refusal_once(
     tmp_path: Path, smtp_sink: SmtpSink
 ) -> None:
-    write_keys_passphrase(tmp_path)
-    port = free_port()
-    config = tmp_path / "gateway.properties"
-    write_config(config, port, smtp_sink.port, tmp_path, ENCRYPT_OR_REJECT)
+    config, port = configure_gateway(tmp_path, smtp_sink, ENCRYPT_OR_REJECT)
     smtp_sink.reject["nobody@partner.example"] = "550 5.1.1 no such user here"
     gateway = GatewayProcess(config, port).start()
     try:

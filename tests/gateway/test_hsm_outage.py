@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from gateway.devservices import SmtpSink, free_port
-from tests.fixtures.softhsm import SoftHsmToken
+from tests.fixtures.softhsm import SoftHsmToken, write_private_key
 from tests.gateway.certs import make_ca, openssl
 from tests.gateway.test_service import CMCGATE, GatewayProcess, message
 
@@ -86,19 +86,8 @@ def test_mail_is_signed_again_after_an_hsm_outage_without_restarting_the_gateway
     assert refused.value.smtp_code == 451, refused.value
     assert len(smtp_sink.received()) == 1, "nothing may leave unsigned during the outage"
 
-    der = tmp_path / "alice.der"
     key = serialization.load_pem_private_key(alice_key.read_bytes(), None)
-    der.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.DER,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    restored = softhsm_token.pkcs11_tool(
-        "--write-object", str(der), "--type", "privkey", "--label", ALICE_LABEL, "--id", "01"
-    )
-    assert restored.returncode == 0, restored.stderr
+    write_private_key(softhsm_token, ALICE_LABEL, key, tmp_path)
 
     assert _send(gateway.port) == {}
     assert len(smtp_sink.received()) == 2

@@ -16,9 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from ca.store.model import CertificateStatus, OrderStatus
 from cmc.client_config import client_from_config
@@ -27,14 +25,9 @@ from config.model import PkiConnection
 from config.properties import load
 from gateway.certs.models import Source
 from gateway.devservices import SmtpSink
-from tests.gateway.test_enrolment import (
-    BundledCa,
-    Gateway,
-    make_gateway,
-    openssl_signer,
-    start_bundled_ca,
-    write_properties,
-)
+from tests.certbuild import email_csr
+from tests.gateway import test_enrolment as enrolment
+from tests.gateway.test_enrolment import BundledCa, Gateway, make_gateway
 
 __all__ = ["make_gateway"]  # the fixture, used with this module's `bundled`
 
@@ -44,17 +37,14 @@ OFF_CHAIN = "CN=Not On The Chain CA,O=Elsewhere AG,C=CH"
 @pytest.fixture(scope="module")
 def bundled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, ...]]:
     tmp = tmp_path_factory.mktemp("issuer-ca")
-    ca, auto, manual = start_bundled_ca(tmp)
-    try:
+    with enrolment.running_bundled_ca(tmp) as (ca, auto, manual):
         yield ca, auto, manual, tmp
-    finally:
-        ca.stop()
 
 
 def _pki(bundled: tuple[object, ...], name: str, issuer_dn: str, roots: str) -> PkiConnection:
     ca, tmp = bundled[0], bundled[3]
     assert isinstance(ca, BundledCa) and isinstance(tmp, Path)
-    path = write_properties(
+    path = enrolment.write_properties(
         tmp, ca, "example-silver", name, issuer_dn=issuer_dn, trusted_roots=roots
     )
     pki = load(path).pki
@@ -64,13 +54,7 @@ def _pki(bundled: tuple[object, ...], name: str, issuer_dn: str, roots: str) -> 
 
 def _csr(email: str) -> tuple[rsa.RSAPrivateKey, x509.CertificateSigningRequest]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, email)]))
-        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return key, csr
+    return key, email_csr(key, email)
 
 
 def _crl_serials(ca: BundledCa) -> set[int]:
@@ -95,7 +79,7 @@ def test_a_root_issuer_dn_keeps_the_certificate_and_it_signs(
     [record] = gateway.store.find(email="rooted@example.org")
     assert record.source is Source.PKI and record.certificate.issuer != root
     [delivered] = smtp_sink.received()
-    assert openssl_signer(tmp_path, ca, delivered.content) == record.certificate
+    assert enrolment.openssl_signer(tmp_path, ca, delivered.content) == record.certificate
     [order] = ca.orders_for("rooted@example.org")
     assert order.status is OrderStatus.ISSUED  # type: ignore[attr-defined]
     serial = record.certificate.serial_number

@@ -76,6 +76,27 @@ def write_keys_passphrase(tmp: Path) -> None:
     os.chmod(tmp / "keys.pass", 0o600)
 
 
+def configure_gateway(tmp: Path, sink: SmtpSink, policy: str) -> tuple[Path, int]:
+    """The keys' passphrase file and ``gateway.properties`` in ``tmp`` for a gateway on a
+    free port relaying to ``sink`` with ``policy``; (the config file, the port)."""
+    write_keys_passphrase(tmp)
+    port = free_port()
+    config = tmp / "gateway.properties"
+    write_config(config, port, sink.port, tmp, policy)
+    return config, port
+
+
+def run_on_a_taken_port(config: Path, port: int) -> subprocess.CompletedProcess[str]:
+    """``cmcgate gateway run`` while a socket without SO_REUSEPORT listens on its port."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        return subprocess.run(
+            [CMCGATE, "gateway", "run", "--config", str(config)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+
 def import_alice_and_bob(config: Path, tmp: Path, ca_name: str) -> tuple[object, Path, Path]:
     """alice's certificate and key, bob's certificate, imported with ``cmcgate gateway certs
     import`` into ``config``'s store; (the CA, bob's certificate file, bob's key file)."""
@@ -98,10 +119,7 @@ def import_alice_and_bob(config: Path, tmp: Path, ca_name: str) -> tuple[object,
 
 @pytest.fixture
 def setup(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[tuple[GatewayProcess, Path, object]]:
-    write_keys_passphrase(tmp_path)
-    port = free_port()
-    config = tmp_path / "gateway.properties"
-    write_config(config, port, smtp_sink.port, tmp_path, SIGN_AND_ENCRYPT)
+    config, port = configure_gateway(tmp_path, smtp_sink, SIGN_AND_ENCRYPT)
     pki = import_alice_and_bob(config, tmp_path, "Service Test CA")
     gateway = GatewayProcess(config, port).start()
     try:

@@ -21,6 +21,7 @@ from tests.gateway.test_service import (
     PASS_THROUGH,
     GatewayProcess,
     message,
+    run_on_a_taken_port,
     write_config,
     write_keys_passphrase,
 )
@@ -104,13 +105,7 @@ def test_sighup_naming_a_missing_ca_file_keeps_the_workers_running(workers: Work
 # -- one-line start-up errors (item 17) ----------------------------------------------------
 def test_gateway_run_on_a_port_in_use_fails_with_one_line(plain: Plain) -> None:
     plain.write()
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", plain.process.port))
-        squatter.listen()
-        done = subprocess.run(
-            [CMCGATE, "gateway", "run", "--config", str(plain.config)],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+    done = run_on_a_taken_port(plain.config, plain.process.port)
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     assert done.stderr.splitlines() == [

@@ -11,15 +11,14 @@ import smtplib
 import subprocess
 from pathlib import Path
 
-from gateway.devservices import SmtpSink, free_port
+from gateway.devservices import SmtpSink
 from tests.gateway.certs import make_ca, openssl
 from tests.gateway.test_service import (
     CMCGATE,
     SIGN_AND_ENCRYPT,
     GatewayProcess,
+    configure_gateway,
     message,
-    write_config,
-    write_keys_passphrase,
 )
 
 
@@ -35,10 +34,7 @@ def certs_import(config: Path, *args: str) -> str:
 def test_an_imported_ec_recipient_gets_aes_gcm_mail_that_openssl_decrypts(
     tmp_path: Path, smtp_sink: SmtpSink
 ) -> None:
-    write_keys_passphrase(tmp_path)
-    port = free_port()
-    config = tmp_path / "gateway.properties"
-    write_config(config, port, smtp_sink.port, tmp_path, SIGN_AND_ENCRYPT)
+    config, port = configure_gateway(tmp_path, smtp_sink, SIGN_AND_ENCRYPT)
     with config.open("a") as props:
         props.write(
             "cmcgate.smime.contentCipher=AES128-GCM\n"

@@ -20,8 +20,7 @@ from gateway.smtp.server import GatewayHandler, start_front
 from tests.gateway.test_service import (
     PASS_THROUGH,
     GatewayProcess,
-    write_config,
-    write_keys_passphrase,
+    configure_gateway,
 )
 
 # 8-bit body: the client says BODY=8BITMIME, and so must every copy the gateway sends on.
@@ -174,10 +173,7 @@ def test_the_running_gateway_retries_a_deferred_copy_by_itself(tmp_path, smtp_si
     """`cmcgate gateway run`: an internal and an external recipient get separate copies
     (inbound and outbound treatment); the inbound one is refused once and then delivered by
     the gateway's own retry, while the client got 250 once and sent the message once."""
-    write_keys_passphrase(tmp_path)
-    port = free_port()
-    config = tmp_path / "gateway.properties"
-    write_config(config, port, smtp_sink.port, tmp_path, PASS_THROUGH)
+    config, port = configure_gateway(tmp_path, smtp_sink, PASS_THROUGH)
     smtp_sink.data_reply_once["carol@example.org"] = "451 4.2.1 mailbox busy, try later"
     gateway = GatewayProcess(config, port).start()
     try:

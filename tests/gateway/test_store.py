@@ -32,6 +32,7 @@ from gateway.certs.models import (
     certificate_emails,
 )
 from gateway.certs.store import CertStore
+from tests.certbuild import key_usage
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 DAY = timedelta(days=1)
@@ -99,16 +100,8 @@ class Pki:
             .not_valid_before(not_before or NOW - 10 * DAY)
             .not_valid_after(not_after or NOW + 365 * DAY)
             .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=is_rsa,
-                    data_encipherment=False,
-                    key_agreement=not is_rsa,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
+                key_usage(
+                    digital_signature=True, key_encipherment=is_rsa, key_agreement=not is_rsa
                 ),
                 critical=True,
             )

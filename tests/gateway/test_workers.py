@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import smtplib
-import socket
 import subprocess
 import time
 import urllib.request
@@ -17,12 +16,12 @@ import pytest
 from gateway.devservices import SmtpSink, free_port
 from tests.gateway.test_gateway_log import assert_no_line_twice, lines_with
 from tests.gateway.test_service import (
-    CMCGATE,
     PASS_THROUGH,
     SIGN_AND_ENCRYPT,
     GatewayProcess,
     import_alice_and_bob,
     message,
+    run_on_a_taken_port,
     write_config,
     write_keys_passphrase,
 )
@@ -139,13 +138,7 @@ def test_workers_that_cannot_start_stop_the_gateway_with_an_error(
     """The port is taken by a socket without SO_REUSEPORT: no restart loop, an exit code."""
     write_keys_passphrase(tmp_path)
     setup = Workers(tmp_path, smtp_sink)
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", setup.process.port))
-        squatter.listen()
-        done = subprocess.run(
-            [CMCGATE, "gateway", "run", "--config", str(setup.config)],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+    done = run_on_a_taken_port(setup.config, setup.process.port)
     assert done.returncode != 0
     assert "while starting: stopping" in done.stderr
 
