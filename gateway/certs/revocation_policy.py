@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -48,6 +49,10 @@ from gateway.certs.models import RevocationStatus, StoreError, fingerprint_of
 from gateway.certs.revocation import CrlChecker
 from gateway.certs.store import CertStore
 from gateway.certs.view import Certificates, DecryptionKey, SigningIdentity
+
+#: how long an unknown issuer is believed before the store is asked again (a CA certificate
+#: imported meanwhile)
+NO_ISSUER_SECONDS = 300.0
 
 log = logging.getLogger("cmcgate.gateway.revocation")
 
@@ -183,8 +188,9 @@ class RevocationCheckedCertificates:
         self.policy = policy
         self.store = store
         self.forget = tuple(forget)
-        #: certificates whose unknown issuer was logged already: once each, not per message
-        self._unknown_logged: set[str] = set()
+        #: certificates whose issuer is not known (CRL not checkable) -> until when that is
+        #: believed: logged once, and no store look-up per message meanwhile
+        self._no_issuer: dict[str, float] = {}
 
     async def encryption_certificate(self, email: str) -> x509.Certificate | None:
         for _ in range(MAX_REPLACEMENTS):
@@ -192,6 +198,8 @@ class RevocationCheckedCertificates:
             if cert is None:
                 return None
             status = self.policy.remembered(cert)
+            if status is None and self._no_issuer.get(fingerprint_of(cert), 0) > time.monotonic():
+                status = RevocationStatus.UNKNOWN
             if status is None:
                 status = await asyncio.to_thread(self._check, cert)
             if status is not RevocationStatus.REVOKED:
@@ -213,11 +221,11 @@ class RevocationCheckedCertificates:
         issuer = self.policy.issuer_of(cert, chain)
         if issuer is None:
             fingerprint = fingerprint_of(cert)
-            if fingerprint not in self._unknown_logged:
-                if len(self._unknown_logged) >= MAX_VERDICTS:
-                    self._unknown_logged.clear()
-                self._unknown_logged.add(fingerprint)
+            if fingerprint not in self._no_issuer:
                 log.info("issuer of %s not known: its CRL cannot be checked", describe(cert))
+            if len(self._no_issuer) >= MAX_VERDICTS:
+                self._no_issuer.clear()
+            self._no_issuer[fingerprint] = time.monotonic() + NO_ISSUER_SECONDS
             return RevocationStatus.UNKNOWN
         status = self.policy.check(cert, issuer)
         if status is RevocationStatus.GOOD:

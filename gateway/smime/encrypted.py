@@ -20,13 +20,13 @@ not encrypted, whatever the header says.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from asn1crypto import cms as asn1_cms
 from asn1crypto import core
 
 from cmc.asn1.der import DECODE_ERRORS
-from gateway.smime import mime
+from gateway.smime import ber, mime
 from gateway.smime.errors import MalformedMessage
 
 EncryptedKind = Literal["enveloped-data", "authEnveloped-data"]
@@ -60,31 +60,47 @@ def is_encrypted(message: mime.Buffer) -> bool:
 
 
 def cms_encrypted_kind(der: bytes) -> EncryptedKind | None:
-    """What :func:`encrypted_kind` decides for the decoded body ``der``."""
+    """What :func:`encrypted_kind` decides for the decoded body ``der``.
+
+    The outer layers are walked by offset (:mod:`gateway.smime.ber`): a 25 MB envelope is
+    checked without a copy of its ciphertext; only the small parts go through asn1crypto.
+    """
     try:
-        info = asn1_cms.ContentInfo.load(der, strict=True)
-        known = _CONTENT.get(info["content_type"].dotted)
+        info = ber.read(der, 0)
+        if info.tag != 0x30 or info.end != len(der):
+            return None  # not exactly one ContentInfo
+        parts = list(ber.children(der, info))
+        if len(parts) != 2 or parts[0].tag != 0x06 or parts[1].tag != 0xA0:
+            return None
+        known = _CONTENT.get(core.ObjectIdentifier.load(ber.element_bytes(der, parts[0])).dotted)
         if known is None:
             return None
-        kind, sealed_field = known
-        content = info["content"]
-        content["version"].native  # noqa: B018 - parse now, fail here
-        if not content["recipient_infos"].native:
+        kind = known[0]
+        body = next(ber.children(der, parts[1]), None)
+        if body is None or body.tag != 0x30:
             return None
-        sealed = content[sealed_field]
-        sealed["content_type"].native  # noqa: B018
-        sealed["content_encryption_algorithm"].native  # noqa: B018
-        if not _octets(sealed["encrypted_content"]):
+        fields = [f for f in ber.children(der, body) if f.tag not in (0xA0, 0xA2)]
+        if len(fields) < 3 or fields[0].tag != 0x02 or fields[1].tag & ~0x20 != 0x11:
             return None
-        if kind == "authEnveloped-data" and not _octets(content["mac"]):
+        if not asn1_cms.RecipientInfos.load(ber.element_bytes(der, fields[1])).native:
             return None
+        sealed = list(ber.children(der, fields[2]))
+        if len(sealed) < 3 or sealed[0].tag != 0x06 or sealed[1].tag != 0x30:
+            return None
+        asn1_cms.EncryptionAlgorithm.load(ber.element_bytes(der, sealed[1])).native  # noqa: B018
+        if sealed[2].tag & ~0x20 != 0x80 or not _non_empty(der, sealed[2]):
+            return None
+        if kind == "authEnveloped-data":
+            mac = next((f for f in fields[3:] if f.tag & ~0x20 == ber.OCTET_STRING), None)
+            if mac is None or not _non_empty(der, mac):
+                return None
+    except MalformedMessage:
+        return None
     except DECODE_ERRORS:
         return None
     return kind
 
 
-def _octets(value: Any) -> bytes:
-    """An OCTET STRING's value (BER chunks joined); empty when absent."""
-    if isinstance(value, core.Void):
-        return b""
-    return bytes(value.native or b"")
+def _non_empty(buf: bytes, element: ber.Tlv) -> bool:
+    """An OCTET STRING (any tag, BER chunks) with at least one octet, without copying it."""
+    return any(len(chunk) for chunk in ber.octets(buf, element))
