@@ -50,9 +50,9 @@ from gateway.certs.revocation import CrlChecker
 from gateway.certs.store import CertStore
 from gateway.certs.view import Certificates, DecryptionKey, SigningIdentity
 
-#: how long an unknown issuer is believed before the store is asked again (a CA certificate
-#: imported meanwhile)
-NO_ISSUER_SECONDS = 300.0
+#: how long an answer without a verdict (issuer not known, CRL not reachable) is believed
+#: before the store and the CRL are asked again
+RECENT_SECONDS = 60.0
 
 log = logging.getLogger("cmcgate.gateway.revocation")
 
@@ -188,9 +188,25 @@ class RevocationCheckedCertificates:
         self.policy = policy
         self.store = store
         self.forget = tuple(forget)
-        #: certificates whose issuer is not known (CRL not checkable) -> until when that is
-        #: believed: logged once, and no store look-up per message meanwhile
-        self._no_issuer: dict[str, float] = {}
+        #: certificates whose issuer is not known (CRL not checkable): logged once each
+        self._no_issuer: set[str] = set()
+        #: the last answer per certificate that the policy keeps no verdict for (issuer not
+        #: known, CRL not reachable): believed for RECENT_SECONDS, so that a message does not
+        #: cost a store look-up and a CRL attempt each
+        self._recent: dict[str, tuple[RevocationStatus, float]] = {}
+
+    def _recent_status(self, cert: x509.Certificate) -> RevocationStatus | None:
+        held = self._recent.get(fingerprint_of(cert))
+        if held is None or held[1] <= time.monotonic():
+            return None
+        return held[0]
+
+    def _remember(self, cert: x509.Certificate, status: RevocationStatus) -> None:
+        if status is RevocationStatus.REVOKED:
+            return
+        if len(self._recent) >= MAX_VERDICTS:
+            self._recent.clear()
+        self._recent[fingerprint_of(cert)] = (status, time.monotonic() + RECENT_SECONDS)
 
     async def encryption_certificate(self, email: str) -> x509.Certificate | None:
         for _ in range(MAX_REPLACEMENTS):
@@ -198,10 +214,11 @@ class RevocationCheckedCertificates:
             if cert is None:
                 return None
             status = self.policy.remembered(cert)
-            if status is None and self._no_issuer.get(fingerprint_of(cert), 0) > time.monotonic():
-                status = RevocationStatus.UNKNOWN
+            if status is None:
+                status = self._recent_status(cert)
             if status is None:
                 status = await asyncio.to_thread(self._check, cert)
+                self._remember(cert, status)
             if status is not RevocationStatus.REVOKED:
                 return cert
             log.warning("certificate %s of %s is revoked: not used", describe(cert), email)
@@ -223,9 +240,9 @@ class RevocationCheckedCertificates:
             fingerprint = fingerprint_of(cert)
             if fingerprint not in self._no_issuer:
                 log.info("issuer of %s not known: its CRL cannot be checked", describe(cert))
-            if len(self._no_issuer) >= MAX_VERDICTS:
-                self._no_issuer.clear()
-            self._no_issuer[fingerprint] = time.monotonic() + NO_ISSUER_SECONDS
+                if len(self._no_issuer) >= MAX_VERDICTS:
+                    self._no_issuer.clear()
+                self._no_issuer.add(fingerprint)
             return RevocationStatus.UNKNOWN
         status = self.policy.check(cert, issuer)
         if status is RevocationStatus.GOOD:

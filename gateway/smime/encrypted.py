@@ -41,6 +41,8 @@ _CONTENT: dict[str, tuple[EncryptedKind, str]] = {
 def encrypted_kind(message: mime.Buffer) -> EncryptedKind | None:
     """``enveloped-data`` or ``authEnveloped-data`` if ``message`` really is encrypted S/MIME
     (see the module doc), else None. Never raises for malformed input."""
+    if not _may_be_pkcs7(message):
+        return None
     try:
         head, body = mime.split_view(message)
         content_type, params = head.content_type()
@@ -53,6 +55,17 @@ def encrypted_kind(message: mime.Buffer) -> EncryptedKind | None:
     except MalformedMessage:
         return None
     return cms_encrypted_kind(der)
+
+
+def _may_be_pkcs7(message: mime.Buffer) -> bool:
+    """A quick no for most mail: a header block that names neither pkcs7(-mime) nor .p7m nor
+    an RFC 2231 parameter (which could spell either in another form) cannot be S/MIME."""
+    data = bytes(message[:65536])
+    end = min((i for i in (data.find(b"\r\n\r\n"), data.find(b"\n\n")) if i >= 0), default=-1)
+    if end < 0:
+        return True  # no end of the header block in the first 64 KiB: let the parser decide
+    head = data[:end].lower()
+    return b"pkcs7" in head or b"p7m" in head or b"*=" in head
 
 
 def is_encrypted(message: mime.Buffer) -> bool:
