@@ -95,12 +95,13 @@ def cms_encrypted_kind(der: bytes) -> EncryptedKind | None:
         fields = [f for f in ber.children(der, body) if f.tag not in (0xA0, 0xA2)]
         if len(fields) < 3 or fields[0].tag != 0x02 or fields[1].tag & ~0x20 != 0x11:
             return None
-        if not asn1_cms.RecipientInfos.load(ber.element_bytes(der, fields[1])).native:
-            return None
+        if next(ber.children(der, fields[1]), None) is None:
+            return None  # no RecipientInfo
         sealed = list(ber.children(der, fields[2]))
         if len(sealed) < 3 or sealed[0].tag != 0x06 or sealed[1].tag != 0x30:
             return None
-        asn1_cms.EncryptionAlgorithm.load(ber.element_bytes(der, sealed[1])).native  # noqa: B018
+        algorithm = asn1_cms.EncryptionAlgorithm.load(ber.element_bytes(der, sealed[1]))
+        algorithm["algorithm"].dotted  # noqa: B018 - an OID, or this raises
         if sealed[2].tag & ~0x20 != 0x80 or not _non_empty(der, sealed[2]):
             return None
         if kind == "authEnveloped-data":
