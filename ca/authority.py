@@ -21,14 +21,20 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ca import crl as crl_module
-from ca.authority_checks import csr_emails, public_key_type, shared_linter, uses_internal_urls
+from ca.authority_checks import (
+    OrderChecks,
+    csr_emails,
+    public_key_type,
+    shared_linter,
+    uses_internal_urls,
+)
 from ca.keys import KeyBackend, KeyBackendError, backend_from_settings
-from ca.profiles.builder import build_tbs, check_public_key
-from ca.profiles.errors import EmailNotAllowed, KeyNotAllowed, ProfileError, ValidityTooLong
+from ca.profiles.builder import build_tbs
+from ca.profiles.errors import EmailNotAllowed, ProfileError, ValidityTooLong
 from ca.profiles.lint import DEVELOPMENT_IGNORED_CODES, LintFailed
 from ca.profiles.types import CaEndpoints, IssuanceRequest, Organization
 from ca.settings.loader import load_ca_settings
-from ca.settings.types import Approval, CaSettings, ProductSettings, Validity
+from ca.settings.types import Approval, CaSettings, ProductSettings
 from ca.store.model import (
     CertificateView,
     OrderStatus,
@@ -77,7 +83,7 @@ class IssueResult:
         return self.certificate is None
 
 
-class CertificateAuthority(Closing):
+class CertificateAuthority(OrderChecks, Closing):
     """Issues, revokes and publishes CRLs for one ``ca.yaml``."""
 
     def __init__(
@@ -195,77 +201,6 @@ class CertificateAuthority(Closing):
         return self._issue(
             self.store.get_order(order_id), csr, product, given_name, surname, validated=True
         )
-
-    def _checked(
-        self,
-        order: OrderView,
-        csr: x509.CertificateSigningRequest,
-        emails: tuple[str, ...],
-        validity: str | None,
-    ) -> ProductSettings:
-        """Everything that can be refused before a key is touched; fails the order if not."""
-        account = self.settings.account(order.account)
-        product = self.settings.product(order.product)
-        if account is None:
-            self._refuse(order, f"unknown account {order.account!r}", "bad_identity")
-        if product is None:
-            self._refuse(order, f"unknown product {order.product!r}", "bad_identity")
-        if account.products and product.id not in account.products:
-            self._refuse(
-                order,
-                f"product {order.product!r} is not available to account {order.account!r}",
-                "bad_identity",
-            )
-        assert account is not None and product is not None
-        if not csr.is_signature_valid:
-            self._refuse(
-                order, "the CSR's signature does not verify (no proof of possession)", "pop_failed"
-            )
-        try:
-            public_key = csr.public_key()
-            check_public_key(public_key)  # type: ignore[arg-type]
-            key_type = public_key_type(public_key)
-        except (KeyNotAllowed, ProfileError, CmcgateError, ValueError) as exc:
-            self._refuse(order, f"key not allowed: {exc}", "bad_alg")
-        if key_type not in product.key_types:
-            allowed = ", ".join(k.value for k in product.key_types)
-            self._refuse(
-                order,
-                f"key type {key_type.value} not allowed for product {product.id}"
-                f" (allowed: {allowed})",
-                "bad_alg",
-            )
-        if not emails:
-            self._refuse(
-                order, "the request names no email address (SAN rfc822Name)", "bad_request"
-            )
-        for email in emails:
-            if not account.email_allowed(email):
-                self._refuse(
-                    order,
-                    f"email {email} is outside the account's validated domains",
-                    "bad_identity",
-                )
-        self._validity(order, product, validity)
-        return product
-
-    def _validity(self, order: OrderView, product: ProductSettings, text: str | None) -> timedelta:
-        if text is None:
-            chosen = product.validities[0]
-        else:
-            try:
-                chosen = Validity.parse(text)
-            except ValueError as exc:
-                self._refuse(order, str(exc), "bad_request")
-            if chosen not in product.validities:
-                allowed = ", ".join(v.text for v in product.validities)
-                self._refuse(
-                    order,
-                    f"validity {text} not offered by product {product.id} (allowed: {allowed})",
-                    "bad_request",
-                )
-        now = self.clock()
-        return chosen.add_to(now) - now
 
     def _issue(
         self,

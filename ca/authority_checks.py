@@ -1,4 +1,5 @@
-"""What the CA decides before it touches an order: linter policy, key type, CSR addresses.
+"""What the CA decides before it touches an order: linter policy, key type, CSR addresses,
+and the checks of an order against its account and product (:class:`OrderChecks`).
 
 Split out of :mod:`ca.authority` (which re-exports these names).
 """
@@ -7,12 +8,20 @@ from __future__ import annotations
 
 import ipaddress
 import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 from cryptography import x509
 
 from ca.keys import KeyType
+from ca.profiles.builder import check_public_key
+from ca.profiles.errors import KeyNotAllowed, ProfileError
 from ca.profiles.lint import CertificateLinter
+from ca.settings.types import CaSettings, ProductSettings, Validity
+from ca.store.model import OrderView
+from config.errors import CmcgateError
 
 _linters: dict[frozenset[str], CertificateLinter] = {}
 _linters_lock = threading.Lock()
@@ -63,3 +72,84 @@ def csr_emails(csr: x509.CertificateSigningRequest) -> tuple[str, ...]:
             if emails:
                 break
     return tuple(dict.fromkeys(e.strip().lower() for e in emails))
+
+
+class OrderChecks:
+    """The checks of :class:`ca.authority.CertificateAuthority` before a key is touched."""
+
+    settings: CaSettings
+    clock: Callable[[], datetime]
+
+    def _refuse(self, order: OrderView, reason: str, category: str) -> NoReturn:
+        raise NotImplementedError
+
+    def _checked(
+        self,
+        order: OrderView,
+        csr: x509.CertificateSigningRequest,
+        emails: tuple[str, ...],
+        validity: str | None,
+    ) -> ProductSettings:
+        """Everything that can be refused before a key is touched; fails the order if not."""
+        account = self.settings.account(order.account)
+        product = self.settings.product(order.product)
+        if account is None:
+            self._refuse(order, f"unknown account {order.account!r}", "bad_identity")
+        if product is None:
+            self._refuse(order, f"unknown product {order.product!r}", "bad_identity")
+        if account.products and product.id not in account.products:
+            self._refuse(
+                order,
+                f"product {order.product!r} is not available to account {order.account!r}",
+                "bad_identity",
+            )
+        assert account is not None and product is not None
+        if not csr.is_signature_valid:
+            self._refuse(
+                order, "the CSR's signature does not verify (no proof of possession)", "pop_failed"
+            )
+        try:
+            public_key = csr.public_key()
+            check_public_key(public_key)  # type: ignore[arg-type]
+            key_type = public_key_type(public_key)
+        except (KeyNotAllowed, ProfileError, CmcgateError, ValueError) as exc:
+            self._refuse(order, f"key not allowed: {exc}", "bad_alg")
+        if key_type not in product.key_types:
+            allowed = ", ".join(k.value for k in product.key_types)
+            self._refuse(
+                order,
+                f"key type {key_type.value} not allowed for product {product.id}"
+                f" (allowed: {allowed})",
+                "bad_alg",
+            )
+        if not emails:
+            self._refuse(
+                order, "the request names no email address (SAN rfc822Name)", "bad_request"
+            )
+        for email in emails:
+            if not account.email_allowed(email):
+                self._refuse(
+                    order,
+                    f"email {email} is outside the account's validated domains",
+                    "bad_identity",
+                )
+        self._validity(order, product, validity)
+        return product
+
+    def _validity(self, order: OrderView, product: ProductSettings, text: str | None) -> timedelta:
+        if text is None:
+            chosen = product.validities[0]
+        else:
+            try:
+                chosen = Validity.parse(text)
+            except ValueError as exc:
+                self._refuse(order, str(exc), "bad_request")
+            if chosen not in product.validities:
+                allowed = ", ".join(v.text for v in product.validities)
+                self._refuse(
+                    order,
+                    f"validity {text} not offered by product {product.id} (allowed: {allowed})",
+                    "bad_request",
+                )
+        now = self.clock()
+        return chosen.add_to(now) - now

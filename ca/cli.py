@@ -411,10 +411,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--root", action="store_true", help="the root CA's CRL instead")
 
     from ca.publish.publisher import register_publish_command
+    from ca.ra.cli import register_ra_commands
     from ca.service.commands import register_service_commands
 
     register_service_commands(sub)
     register_publish_command(sub)
+    register_ra_commands(sub)
 
     audit = sub.add_parser("audit", help="the tamper-evident audit log")
     audit_sub = audit.add_subparsers(dest="audit_command", metavar="COMMAND")

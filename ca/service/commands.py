@@ -81,5 +81,3 @@ def register_service_commands(sub: Any) -> None:
         "--key-type", default="ec-p256", choices=["ec-p256", "ec-p384", "rsa2048", "rsa3072"]
     )
     p.set_defaults(func=cmd_access_cert)
-
-

@@ -20,12 +20,14 @@ from yaml.nodes import Node
 from ca.keys.base import KeyType
 from ca.keys.errors import KeyBackendError
 from ca.settings.default import dump_default_ca_yaml
+from ca.settings.ra import parse_ra
 from ca.settings.types import (
     AccountSettings,
     Approval,
     CaKeyRef,
     CaSection,
     CaSettings,
+    KeyGeneration,
     KeySettings,
     LdapSettings,
     Organisation,
@@ -80,14 +82,14 @@ def parse_ca_settings(
     root = compose(text, filename)
     if root is None:
         raise SettingsError(filename, 1, "empty file: expected ca, accounts and products")
-    top = Section(filename, root, "", ("version", "ca", "accounts", "products"))
+    top = Section(filename, root, "", ("version", "ca", "accounts", "products", "ra"))
     top.integer("version", 1, 1, 1)
     ca_sec = top.section("ca", _CA_KEYS, required=True)
     assert ca_sec is not None  # noqa: S101 - required=True
     ca = _ca(ca_sec, base)
     products = _products(top)
     accounts = _accounts(top, {p.id for p in products})
-    return CaSettings(Path(filename), ca, accounts, products)
+    return CaSettings(Path(filename), ca, accounts, products, parse_ra(top, ca.directory))
 
 
 _CA_KEYS = ("directory", "database", "listen", "base_url", "keys", "root", "issuing", "crl",
@@ -223,7 +225,7 @@ def _check_ldap_dn(sec: Section, key: str, value: str) -> None:
 
 
 _PRODUCT_KEYS = ("profile", "validities", "key_types", "approval", "allow_simple_request",
-                 "publish_ldap")  # fmt: skip
+                 "publish_ldap", "key_generation", "mailbox_validation")  # fmt: skip
 
 
 def _ids(top: Section, key: str) -> list[tuple[str, Node, int]]:
@@ -254,6 +256,11 @@ def _products(top: Section) -> tuple[ProductSettings, ...]:
             approval = Approval((sec.text("approval", default="auto") or "").lower())
         except ValueError:
             raise sec.error("approval", "approval must be auto or manual") from None
+        generation = (sec.text("key_generation", default="csr") or "").lower()
+        try:
+            key_generation = KeyGeneration(generation)
+        except ValueError:
+            raise sec.error("key_generation", "key_generation: csr, pkcs12 or both") from None
         validities = []
         for text, line in sec.text_list("validities", required=True):
             try:
@@ -283,6 +290,8 @@ def _products(top: Section) -> tuple[ProductSettings, ...]:
                 approval=approval,
                 allow_simple_request=sec.boolean("allow_simple_request", False),
                 publish_ldap=sec.boolean("publish_ldap", False),
+                key_generation=key_generation,
+                mailbox_validation=sec.boolean("mailbox_validation", False),
             )
         )
     return tuple(products)
@@ -312,7 +321,8 @@ def _accounts(top: Section, product_ids: set[str]) -> tuple[AccountSettings, ...
             org.req_text("name"), country, org_id, org.text("locality"), org.text("state")
         )
         domains = []
-        for text, line in sec.text_list("email_domains", required=True):
+        # may be empty: the account then relies on DNS-validated domains (ca.ra.domains)
+        for text, line in sec.text_list("email_domains"):
             domain = text.lower().rstrip(".")
             if not _DOMAIN_RE.match(domain):
                 raise SettingsError(sec.path, line, f"{text!r} is not a domain name")

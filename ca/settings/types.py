@@ -12,6 +12,7 @@ from pathlib import Path
 from cryptography import x509
 
 from ca.keys.base import KeyType
+from ca.settings.ra import RaSettings
 
 _DN_BLANKS_RE = re.compile(r"(?<!\\)\s*(?<!\\),\s*")
 _VALIDITY_RE = re.compile(r"^([1-9][0-9]{0,3})\s*([dmy])$")
@@ -28,6 +29,19 @@ class Profile(enum.StrEnum):
 class Approval(enum.StrEnum):
     AUTO = "auto"
     MANUAL = "manual"
+
+
+class KeyGeneration(enum.StrEnum):
+    """How a product's key pair is made (the RA manual's PKCS#10 / PKCS#12 policy types)."""
+
+    CSR = "csr"  # the subscriber sends a PKCS#10 request
+    PKCS12 = "pkcs12"  # the CA makes the key and hands out a PIN-protected PKCS#12
+    BOTH = "both"  # either, per order
+
+    def allows(self, server_side: bool) -> bool:
+        if self is KeyGeneration.BOTH:
+            return True
+        return (self is KeyGeneration.PKCS12) == server_side
 
 
 @dataclass(frozen=True)
@@ -114,6 +128,11 @@ class ProductSettings:
     approval: Approval
     allow_simple_request: bool
     publish_ldap: bool
+    #: csr (default), pkcs12 (server-side key generation) or both
+    key_generation: KeyGeneration = KeyGeneration.CSR
+    #: addresses outside the account's validated domains need an email challenge answered
+    #: (S/MIME BR 3.2.2.2 mailbox control); without it such orders are refused
+    mailbox_validation: bool = False
 
 
 @dataclass(frozen=True)
@@ -196,6 +215,7 @@ class CaSettings:
     ca: CaSection
     accounts: tuple[AccountSettings, ...]
     products: tuple[ProductSettings, ...]
+    ra: RaSettings = RaSettings()
 
     def account(self, account_id: str) -> AccountSettings | None:
         return next((a for a in self.accounts if a.id == account_id), None)

@@ -64,6 +64,7 @@ class OrderStatus(enum.StrEnum):
 
     NEW = "NEW"
     PENDING_CSR_RENEWAL = "PENDING_CSR_RENEWAL"
+    PENDING_VALIDATION = "PENDING_VALIDATION"
     PENDING_AUTHORIZATION = "PENDING_AUTHORIZATION"
     KEY_VALIDATION = "KEY_VALIDATION"
     GENERATE_TBS = "GENERATE_TBS"
@@ -75,6 +76,7 @@ class OrderStatus(enum.StrEnum):
     ISSUED = "ISSUED"
     REVOKED = "REVOKED"
     FAILED = "FAILED"
+    UNKNOWN = "UNKNOWN"
     # alias: the same member under the name CMC's "waiting for approval" suggests
     PENDING_APPROVAL = "PENDING_AUTHORIZATION"
 
@@ -86,8 +88,9 @@ class OrderStatus(enum.StrEnum):
     @property
     def in_progress(self) -> bool:
         """The CA is working on the order (NEW ... FINALIZE_ISSUANCE): one that stays here
-        was interrupted (:mod:`ca.recovery`). ISSUED, the final statuses and the two waits
-        (PENDING_AUTHORIZATION, PENDING_CSR_RENEWAL) are settled."""
+        was interrupted (:mod:`ca.recovery`). ISSUED, the final statuses, UNKNOWN (lost, left
+        to the clean-up) and the three waits (PENDING_AUTHORIZATION, PENDING_CSR_RENEWAL,
+        PENDING_VALIDATION) are settled."""
         return self in _IN_PROGRESS
 
     @property
@@ -122,10 +125,18 @@ _IN_PROGRESS = frozenset(
 _S = OrderStatus
 #: Allowed forward moves. FAILED is added for every status that is neither ISSUED nor final
 #: (an issued order is revoked, not failed: the manual revokes a certificate whose processing
-#: fails after ISSUE, which the caller does with Store.revoke before Store.fail).
+#: fails after ISSUE, which the caller does with Store.revoke before Store.fail). UNKNOWN
+#: ("undefined state, the order is lost") is reachable from every unsettled status; the
+#: clean-up moves it on to FAILED, or REVOKED when it has a valid certificate.
+#: PENDING_VALIDATION waits for the mailbox holder's answer to an email challenge.
 _FORWARD: dict[OrderStatus, frozenset[OrderStatus]] = {
-    _S.NEW: frozenset({_S.PENDING_CSR_RENEWAL, _S.PENDING_AUTHORIZATION, _S.KEY_VALIDATION}),
-    _S.PENDING_CSR_RENEWAL: frozenset({_S.PENDING_AUTHORIZATION, _S.KEY_VALIDATION}),
+    _S.NEW: frozenset(
+        {_S.PENDING_CSR_RENEWAL, _S.PENDING_VALIDATION, _S.PENDING_AUTHORIZATION, _S.KEY_VALIDATION}
+    ),  # fmt: skip
+    _S.PENDING_CSR_RENEWAL: frozenset(
+        {_S.PENDING_VALIDATION, _S.PENDING_AUTHORIZATION, _S.KEY_VALIDATION}
+    ),
+    _S.PENDING_VALIDATION: frozenset({_S.PENDING_AUTHORIZATION, _S.KEY_VALIDATION}),
     _S.PENDING_AUTHORIZATION: frozenset({_S.KEY_VALIDATION}),
     _S.KEY_VALIDATION: frozenset({_S.GENERATE_TBS}),
     _S.GENERATE_TBS: frozenset({_S.PRE_VALIDATION}),
@@ -137,12 +148,16 @@ _FORWARD: dict[OrderStatus, frozenset[OrderStatus]] = {
     _S.ISSUED: frozenset({_S.REVOKED}),
     _S.REVOKED: frozenset(),
     _S.FAILED: frozenset(),
+    _S.UNKNOWN: frozenset({_S.REVOKED}),
 }
 
 ALLOWED_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     status: (nxt | {_S.FAILED}) if not (status.is_final or status is _S.ISSUED) else nxt
     for status, nxt in _FORWARD.items()
 }
+for _status in _FORWARD:
+    if not (_status.is_final or _status in (_S.ISSUED, _S.UNKNOWN)):
+        ALLOWED_TRANSITIONS[_status] = ALLOWED_TRANSITIONS[_status] | {_S.UNKNOWN}
 
 #: The happy path of an order that needs neither a renewal CSR nor an authorization.
 ISSUANCE_PATH: tuple[OrderStatus, ...] = (
