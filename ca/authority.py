@@ -165,12 +165,63 @@ class CertificateAuthority(OrderChecks, Closing):
         if csr is None:  # even an unreadable request leaves a FAILED, audited order
             self._refuse(order, unreadable, "bad_request")
         product = self._checked(order, csr, emails, validity)
+        return self._proceed(order, csr, product, given_name, surname)
+
+    def _proceed(
+        self,
+        order: OrderView,
+        csr: x509.CertificateSigningRequest,
+        product: ProductSettings,
+        given_name: str | None,
+        surname: str | None,
+    ) -> IssueResult:
+        """After the checks: wait for mailbox confirmation or an operator, or issue now."""
+        unconfirmed = self.unvalidated_emails(order, order.emails)
+        if unconfirmed and order.status is not S.PENDING_VALIDATION:
+            order = self.store.transition(
+                order.id, S.PENDING_VALIDATION,
+                "waiting for the mailbox holder: " + ", ".join(unconfirmed),
+            )  # fmt: skip
+            self.on_pending_validation(order, unconfirmed)
+            return IssueResult(order, None, self.chain)
+        if unconfirmed:
+            return IssueResult(order, None, self.chain)
         if product.approval is Approval.MANUAL:
             order = self.store.transition(
                 order.id, S.PENDING_AUTHORIZATION, "waiting for an RA operator"
             )
             return IssueResult(order, None, self.chain)
         return self._issue(order, csr, product, given_name, surname)
+
+    def on_pending_validation(self, order: OrderView, emails: tuple[str, ...]) -> None:
+        """An order now waits in PENDING_VALIDATION for these mailboxes (the RA service sends
+        the email challenges; without it the order waits for ``resume``)."""
+
+    def resume(self, order_id: str, *, actor: str, csr_der: bytes | None = None) -> IssueResult:
+        """Go on with an order that waited in PENDING_VALIDATION (its mailboxes are confirmed
+        now) or PENDING_CSR_RENEWAL (``csr_der`` is the renewal request): the same checks as
+        at submission, then an operator's authorization if the product wants one, else
+        issuance. Still unconfirmed mailboxes leave it waiting."""
+        order = self.store.get_order(order_id)
+        if order.status not in (S.PENDING_VALIDATION, S.PENDING_CSR_RENEWAL):
+            raise OrderRefused(
+                f"order {order_id} is {order.status.value}, not waiting for a mailbox or a CSR",
+                category="bad_request",
+                order_id=order_id,
+            )
+        if csr_der is not None:
+            order = self.store.set_csr(order_id, csr_der)
+        if order.csr_der is None:
+            raise OrderRefused(
+                f"order {order_id} has no CSR yet", category="bad_request", order_id=order_id
+            )
+        try:
+            csr = x509.load_der_x509_csr(order.csr_der)
+        except ValueError as exc:
+            self._refuse(order, f"not a PKCS#10 request: {exc}", "bad_request")
+        validity = None if order.validity == "default" else order.validity
+        product = self._checked(order, csr, order.emails, validity)
+        return self._proceed(order, csr, product, None, None)
 
     def approve(
         self,

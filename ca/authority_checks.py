@@ -19,7 +19,7 @@ from ca.keys import KeyType
 from ca.profiles.builder import check_public_key
 from ca.profiles.errors import KeyNotAllowed, ProfileError
 from ca.profiles.lint import CertificateLinter
-from ca.settings.types import CaSettings, ProductSettings, Validity
+from ca.settings.types import AccountSettings, CaSettings, ProductSettings, Validity
 from ca.store.model import OrderView
 from config.errors import CmcgateError
 
@@ -126,8 +126,8 @@ class OrderChecks:
             self._refuse(
                 order, "the request names no email address (SAN rfc822Name)", "bad_request"
             )
-        for email in emails:
-            if not account.email_allowed(email):
+        if not product.mailbox_validation:
+            for email in self.unvalidated_emails(order, emails):
                 self._refuse(
                     order,
                     f"email {email} is outside the account's validated domains",
@@ -135,6 +135,27 @@ class OrderChecks:
                 )
         self._validity(order, product, validity)
         return product
+
+    # -- identity hooks (the RA service extends these) --------------------------------------
+    def email_validated(self, account: AccountSettings, email: str) -> bool:
+        """The address lies in one of the account's validated domains (ca.yaml's list)."""
+        return account.email_allowed(email)
+
+    def mailbox_confirmed(self, order: OrderView, email: str) -> bool:
+        """The holder of ``email`` answered this order's email challenge (mailbox control)."""
+        return False
+
+    def unvalidated_emails(self, order: OrderView, emails: tuple[str, ...]) -> tuple[str, ...]:
+        """The order's addresses that neither a validated domain nor a confirmed mailbox
+        covers: refused (badIdentity), or, for a product with ``mailbox_validation``, the
+        addresses an email challenge must confirm before issuance."""
+        account = self.settings.account(order.account)
+        if account is None:
+            return emails
+        return tuple(
+            e for e in emails
+            if not self.email_validated(account, e) and not self.mailbox_confirmed(order, e)
+        )  # fmt: skip
 
     def _validity(self, order: OrderView, product: ProductSettings, text: str | None) -> timedelta:
         if text is None:
