@@ -103,6 +103,11 @@ class CertificateAuthority(OrderChecks, Closing):
         self.issuing_cert = _load_cert(ca.issuing.certificate)
         ignored = DEVELOPMENT_IGNORED_CODES if uses_internal_urls(ca.base_url) else frozenset()
         self.linter = shared_linter(frozenset(ignored))
+        #: Hooks the RA service (:mod:`ca.ra`) sets: an order now waits in PENDING_VALIDATION
+        #: for these mailboxes (it sends the email challenges; without it the order waits for
+        #: :meth:`resume`), and an order was issued (FINALIZE_ISSUANCE notifications).
+        self.on_pending_validation: Callable[[OrderView, tuple[str, ...]], None] = _nothing
+        self.on_issued: Callable[[OrderView, x509.Certificate], None] = _nothing
 
     @classmethod
     def open(cls, ca_yaml: str | Path, **kwargs: object) -> CertificateAuthority:
@@ -192,10 +197,6 @@ class CertificateAuthority(OrderChecks, Closing):
             )
             return IssueResult(order, None, self.chain)
         return self._issue(order, csr, product, given_name, surname)
-
-    def on_pending_validation(self, order: OrderView, emails: tuple[str, ...]) -> None:
-        """An order now waits in PENDING_VALIDATION for these mailboxes (the RA service sends
-        the email challenges; without it the order waits for ``resume``)."""
 
     def resume(self, order_id: str, *, actor: str, csr_der: bytes | None = None) -> IssueResult:
         """Go on with an order that waited in PENDING_VALIDATION (its mailboxes are confirmed
@@ -343,9 +344,11 @@ class CertificateAuthority(OrderChecks, Closing):
             self.write_crl()
             self._refuse(order, f"post-issuance lint failed: {exc}", "internal")
         publish = product.publish_ldap and self.settings.ca.ldap is not None
-        return self.store.finish_issuance(
+        done = self.store.finish_issuance(
             order.id, [(certificate.serial_number, e) for e in order.emails] if publish else ()
         )
+        self.on_issued(done, certificate)
+        return done
 
     def _refuse(self, order: OrderView, reason: str, category: str) -> NoReturn:
         current = self.store.get_order(order.id)
@@ -386,6 +389,10 @@ class CertificateAuthority(OrderChecks, Closing):
 
     def certificates(self, **filters: object) -> list[CertificateView]:
         return self.store.find_certificates(**filters)  # type: ignore[arg-type]
+
+
+def _nothing(*_args: object) -> None:
+    """The default of the RA hooks."""
 
 
 def _load_cert(path: Path) -> x509.Certificate:
