@@ -44,6 +44,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ca.authority import CertificateAuthority
+from ca.ra.services import RaServices
 from ca.recovery import recover
 from ca.service.certs import ServiceMaterial, ensure_service_material, write_infra_crl
 from ca.service.cmc import MAX_BODY, CmcService, Query, decode_get_message
@@ -123,6 +124,8 @@ class CaService:
     hosts: list[str] = field(default_factory=list)
     workers: int = 4
     body_timeout: float = BODY_TIMEOUT
+    #: the RA REST API's HTTPS address (None: ``ra.listen`` of ca.yaml, unset: no listener)
+    ra: tuple[str, int] | None = None
 
     def __post_init__(self) -> None:
         self._ca: CertificateAuthority | None = None
@@ -133,6 +136,8 @@ class CaService:
         self._lock = threading.Lock()
         self.https_port = 0
         self.http_port = 0
+        self.ra_port = 0
+        self._ra_services: RaServices | None = None
         self._scheduler: Any = None
         #: files answered from /crl and /certs, by path (200s only)
         self.served: Counter[str] = Counter()
@@ -153,6 +158,7 @@ class CaService:
             if self._ca is not None:
                 self._retired.append(self._ca)  # in-flight requests may still use it
             self._ca = ca
+            self._ra_services = RaServices.build(ca)
             self._service = CmcService(ca, material.signer, material.infra_cert)
         return self._service
 
@@ -297,9 +303,29 @@ class CaService:
                 self.https_port = bound
             else:
                 self.http_port = bound
+        await self._start_ra()
         self._start_scheduler()
         log.info("CMC over https on %s:%d, CRL/AIA over http on %s:%d",
                  self.https[0], self.https_port, self.http[0], self.http_port)  # fmt: skip
+
+    async def _start_ra(self) -> None:
+        """The RA REST API on ``ra`` (``--ra-listen``) or ``ra.listen`` of ca.yaml, if set."""
+        listen = self.ra or self.ca.settings.ra.listen
+        if listen is None:
+            return
+        from ca.ra.mount import start_ra_listener
+
+        runner, self.ra_port = await start_ra_listener(
+            self.ra_services, self._pool, listen,
+            (self.material.tls_cert_file, self.material.tls_key_file),
+            body_timeout=self.body_timeout,
+        )  # fmt: skip
+        self._runners.append(runner)
+        log.info("RA API over https on %s:%d", listen[0], self.ra_port)
+
+    def ra_services(self) -> RaServices:
+        assert self._ra_services is not None
+        return self._ra_services
 
     def _start_scheduler(self) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
