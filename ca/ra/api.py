@@ -15,6 +15,8 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
@@ -130,6 +132,18 @@ def problem_response(
     )
 
 
+@dataclass
+class _CallState:
+    """Who called and what the audit record names; set by the middleware, filled by the
+    handler (same task, so a context variable carries it)."""
+
+    actor: str = "anonymous"
+    audit: dict[str, Any] = field(default_factory=dict)
+
+
+_STATE: ContextVar[_CallState] = ContextVar("ra_call")
+
+
 class RaApi:
     """The REST app of one ``ca serve``; ``current()`` gives the services of the current CA."""
 
@@ -165,8 +179,9 @@ class RaApi:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         """Problems instead of tracebacks or HTML, one audit record and one log line per call."""
-        request["audit"] = details = {}
-        request["actor"] = "anonymous"
+        state = _CallState()
+        token = _STATE.set(state)
+        details = state.audit
         subject = self._subject(request)
         headers: dict[str, str] = {}
         try:
@@ -182,9 +197,11 @@ class RaApi:
             response = problem_response(status, detail, request.path, extra)
             if isinstance(exc, AuthError):
                 headers["WWW-Authenticate"] = exc.challenge
+        finally:
+            _STATE.reset(token)
         response.headers.update(headers)
         details["status"] = response.status
-        actor = str(request["actor"])
+        actor = state.actor
         try:
             store = self.current().ca.store
             await self._run(lambda: append_audit(store, "api_call", actor, subject, details))
@@ -200,16 +217,16 @@ class RaApi:
             if route.auth:
                 header = request.headers.get("Authorization")
                 principal = await self._run(services.auth.authenticate, header)
-                request["actor"] = principal.user
+                _STATE.get().actor = principal.user
             body = await self._body(request) if route.body is not None else None
             call = Call(
                 ca=services.ca, services=services, principal=principal,
                 params=dict(request.match_info), query=_first_values(request), body=body,
-                audit=request["audit"],
+                audit=_STATE.get().audit,
             )  # fmt: skip
             reply: Reply = await self._run(route.handler, call)
             if not route.auth and "user" in call.audit:
-                request["actor"] = call.audit.pop("user")
+                _STATE.get().actor = str(call.audit.pop("user"))
             return _render(reply)
 
         handle.__name__ = route.operation_id
