@@ -32,10 +32,16 @@ class Context:
     def __init__(self, ra: RaRunning) -> None:
         self.ra = ra
         self.token = ra.jwt("fuzzer", ra.user("fuzzer", {ACCOUNT: ALL, OTHER: ["read"]}))
-        issued = ra.post("/orders", self.token, json={
-            "client": ACCOUNT, "product": SILVER, "csr": csr_pem("fuzz@example.org")}).json()
-        pending = ra.post("/orders", self.token, json={
-            "client": ACCOUNT, "product": MANUAL, "csr": csr_pem("wait@example.org")}).json()
+        issued = ra.post(
+            "/orders",
+            self.token,
+            json={"client": ACCOUNT, "product": SILVER, "csr": csr_pem("fuzz@example.org")},
+        ).json()
+        pending = ra.post(
+            "/orders",
+            self.token,
+            json={"client": ACCOUNT, "product": MANUAL, "csr": csr_pem("wait@example.org")},
+        ).json()
         # fmt: skip
         self.known = {
             "id": [issued["id"], pending["id"], "1", "0", "ord-nope"],
@@ -91,8 +97,9 @@ def requests_for(draw: st.DrawFn, ctx: Context) -> tuple[str, str, dict[str, Any
     for param in op.get("parameters", []):
         name = param["name"]
         if param["in"] == "path":
-            value = draw(st.sampled_from(ctx.known.get(name, ["x"])) | st.text(min_size=1,
-                                                                                max_size=30))
+            value = draw(
+                st.sampled_from(ctx.known.get(name, ["x"])) | st.text(min_size=1, max_size=30)
+            )
             path = path.replace("{" + name + "}", quote(value, safe=""))
         elif draw(st.booleans()):
             query[name] = draw(from_schema(param["schema"], ctx).map(str) | st.text(max_size=20))
@@ -129,7 +136,9 @@ def test_the_operations_are_all_drawn(ctx: Context) -> None:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
-def test_no_operation_answers_5xx_and_every_4xx_is_a_problem(ctx: Context, data: st.DataObject) -> None:
+def test_no_operation_answers_5xx_and_every_4xx_is_a_problem(
+    ctx: Context, data: st.DataObject
+) -> None:
     method, path, kwargs = data.draw(requests_for(ctx))
     _check(ctx, method, path, kwargs)
 

@@ -48,7 +48,8 @@ def test_the_served_document_equals_docs_openapi_json(ra: RaRunning) -> None:
     answer = ra.get("/openapi.json")
     assert answer.status_code == 200
     assert answer.json() == json.loads(DOCS.read_text())
-    assert DOCS.read_text() == document_text(ROUTES), "run: cmcgate ca openapi --out docs/openapi.json"
+    fix = "run: cmcgate ca openapi --out docs/openapi.json"
+    assert DOCS.read_text() == document_text(ROUTES), fix
 
 
 def test_the_document_names_bearer_auth_and_problem_responses() -> None:
