@@ -25,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ca.authority import OrderRefused
 from ca.keys import KeyBackendError
-from ca.ra import api_admin, api_certs, api_orders
+from ca.ra import api_admin, api_certs, api_orders, api_ra
 from ca.ra.api_base import ApiProblem, Call, Reply, Route
 from ca.ra.auth import AuthError
 from ca.ra.openapi import build_document
@@ -86,6 +86,7 @@ ROUTES: tuple[Route, ...] = (
     *api_orders.ROUTES,
     *api_certs.ROUTES,
     *api_admin.ROUTES,
+    *api_ra.ROUTES,
 )
 
 

@@ -16,7 +16,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from ca.ra.api_base import ApiProblem, Call, NotFound, Param, Reply, Route, iso, plain
-from ca.ra.api_orders import COMMENT_BODY, CSR_SCHEMA, comment_json, csr_der, order_json
+from ca.ra.api_orders import (
+    COMMENT_BODY,
+    CSR_SCHEMA,
+    comment_json,
+    csr_der,
+    order_json,
+    order_of,
+)
 from ca.store.model import (
     CertificateStatus,
     CertificateView,
@@ -147,11 +154,10 @@ def renew_certificate(call: Call) -> Reply:
     cert = visible_certificate(call, "issue")
     renewal = getattr(call.services, "renewal", None)
     if renewal is None:
-        raise ApiProblem(400, "renewal is not offered by this RA")
-    csr = call.text("csr", required=False, limit=64 * 1024) if isinstance(call.body, dict) else None
-    result = renewal.renew(cert.serial, csr_der=csr_der(csr) if csr else None, actor=call.actor)
-    order = result if hasattr(result, "status") and hasattr(result, "account") else result.order
-    return Reply(201, order_json(call, order))
+        raise NotFound("renewal is not offered by this RA")
+    csr = call.text("csr", required=False, limit=64 * 1024)
+    result = renewal.renew(cert.serial, by=call.actor, csr_der=csr_der(csr) if csr else None)
+    return Reply(201, order_json(call, order_of(call, result)))
 
 
 def list_certificate_comments(call: Call) -> Reply:

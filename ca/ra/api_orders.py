@@ -32,6 +32,8 @@ ORDER_BODY = {
         "keyGeneration": {"type": "string", "enum": ["csr", "pkcs12"]},
         "email": {"type": "string", "format": "email",
                   "description": "keyGeneration pkcs12: the mailbox the key is made for"},
+        "emails": {"type": "array", "items": {"type": "string", "format": "email"},
+                   "description": "keyGeneration pkcs12: several mailboxes"},
         "givenName": {"type": "string"},
         "surname": {"type": "string"},
     },
@@ -136,21 +138,43 @@ def create_order(call: Call) -> Reply:
     return Reply(201, order_json(call, order), headers={"Location": f"orders/{order.id}"})
 
 
+def order_of(call: Call, result: Any) -> OrderView:
+    """The order behind what a service returned (OrderView, IssueResult, KeygenResult)."""
+    if isinstance(result, OrderView):
+        return result
+    if isinstance(getattr(result, "order", None), OrderView):
+        return result.order  # type: ignore[no-any-return]
+    return call.ca.store.get_order(str(result.order_id))
+
+
+def _service(call: Call, name: str, what: str) -> Any:
+    service = getattr(call.services, name, None)
+    if service is None:
+        raise ApiProblem(404, f"{what} is not offered by this RA")
+    return service
+
+
 def _server_side_order(call: Call, client: str, product: str, validity: str | None) -> OrderView:
-    keygen = getattr(call.services, "keygen", None)
-    if keygen is None:
-        raise ApiProblem(400, "server-side key generation is not offered by this RA")
-    email = call.req("email", limit=320)
-    result = keygen.order(client, product, email, validity=validity, requested_by=call.actor)
-    return result if isinstance(result, OrderView) else result.order
+    """keyGeneration pkcs12: the RA makes the key; PIN and pick-up link go by mail."""
+    keygen = _service(call, "keygen", "server-side key generation")
+    emails = call.body.get("emails") or call.req("email", limit=320)
+    if not isinstance(emails, str | list) or not all(isinstance(e, str) for e in emails):
+        raise ApiProblem(400, "email must be a mail address (or emails a list of them)")
+    result = keygen.order(
+        client, product, emails, requested_by=call.actor, validity=validity,
+        given_name=call.text("givenName", required=False, limit=64),
+        surname=call.text("surname", required=False, limit=64),
+    )  # fmt: skip
+    return order_of(call, result)
 
 
 def _renewal_emails(call: Call, order: OrderView, emails: Any) -> None:
+    """The manual's additional renewal emails (3.4.5) of the certificate issued now."""
     if not isinstance(emails, list) or not all(isinstance(e, str) and "@" in e for e in emails):
         raise ApiProblem(400, "renewalEmails must be a list of mail addresses")
     notifier = getattr(call.services, "notifier", None)
-    if notifier is not None and hasattr(notifier, "set_renewal_emails"):
-        notifier.set_renewal_emails(order.id, tuple(emails))
+    if notifier is not None and order.certificate_serial is not None:
+        notifier.set_renewal_emails(order.certificate_serial, tuple(emails), by=call.actor)
 
 
 def get_order(call: Call) -> Reply:
@@ -192,12 +216,11 @@ def provide_csr(call: Call) -> Reply:
         raise ApiProblem(409, f"order {order.id} is {order.status.value}, not waiting for a CSR")
     der = csr_der(call.req("csr", limit=64 * 1024))
     renewal = getattr(call.services, "renewal", None)
-    if renewal is not None and hasattr(renewal, "provide_csr"):
-        result = renewal.provide_csr(order.id, der, actor=call.actor)
+    if renewal is not None:
+        result = renewal.provide_csr(order.id, der, by=call.actor)
     else:
         result = call.ca.resume(order.id, actor=call.actor, csr_der=der)
-    view = result if isinstance(result, OrderView) else result.order
-    return Reply(json=order_json(call, view))
+    return Reply(json=order_json(call, order_of(call, result)))
 
 
 def comment_json(comment: Any) -> dict[str, Any]:
