@@ -13,7 +13,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 
 from ca.store.base import StoreBase, certificate_view, job_view, order_view
 from ca.store.db import CertificateEmailRow, CertificateRow, JobRow, OrderRow, utcnow
@@ -62,7 +62,7 @@ class SearchMixin(StoreBase):
         if email is not None:
             # emails_json is a JSON list of the order's addresses: match the quoted address
             needle = '"' + normalise_email(email).replace('"', "") + '"'
-            query = query.where(OrderRow.emails_json.contains(needle))
+            query = query.where(func.lower(OrderRow.emails_json).contains(needle))
         query = query.order_by(OrderRow.created_at.desc(), OrderRow.id).limit(page.limit)
         with self.read_session() as session:
             rows = session.execute(query.offset(page.offset)).scalars().all()
