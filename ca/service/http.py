@@ -316,14 +316,19 @@ class CaService:
         from ca.ra.mount import start_ra_listener
 
         runner, self.ra_port = await start_ra_listener(
-            self.ra_services, self._pool, listen,
+            self._current_ra, self._pool, listen,
             (self.material.tls_cert_file, self.material.tls_key_file),
             body_timeout=self.body_timeout,
         )  # fmt: skip
         self._runners.append(runner)
         log.info("RA API over https on %s:%d", listen[0], self.ra_port)
 
-    def ra_services(self) -> RaServices:
+    @property
+    def ra_services(self) -> RaServices | None:
+        """The RA services of the current CA (rebuilt on reload); None before the start."""
+        return self._ra_services
+
+    def _current_ra(self) -> RaServices:
         assert self._ra_services is not None
         return self._ra_services
 

@@ -102,7 +102,9 @@ class RaRunning:
 
     @property
     def auth(self) -> RaAuth:
-        return self.service.ra_services().auth
+        services = self.service.ra_services
+        assert services is not None
+        return services.auth
 
     def user(self, name: str, grants: Mapping[str, Iterable[str]]) -> str:
         """A new API user with one key; the key."""
