@@ -204,3 +204,13 @@ def test_the_secret_file_is_made_once_and_reused(tmp_path: Path) -> None:
     first = load_secret(path)
     assert load_secret(path) == first and len(first) == 32
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_reload_keeps_users_keys_and_tokens(ra: RaRunning) -> None:
+    key = ra.user("reloaded", {ACCOUNT: ["read"]})
+    token = ra.jwt("reloaded", key)
+    before = ra.service.ra_services
+    ra.service.reload()
+    assert ra.service.ra_services is not before
+    assert ra.get("/clients", token).status_code == 200
+    assert ra.get("/clients", ra.jwt("reloaded", key)).status_code == 200

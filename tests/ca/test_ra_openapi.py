@@ -69,3 +69,29 @@ def test_the_document_names_bearer_auth_and_problem_responses() -> None:
 def test_cmcgate_ca_openapi_prints_the_document(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ca", "openapi"]) == 0
     assert capsys.readouterr().out == document_text(ROUTES)
+
+
+def test_ra_listen_in_ca_yaml_starts_the_listener(tmp_path: Path) -> None:
+    import requests
+
+    from ca.service.http import CaService, ServiceThread
+    from tests.ca.ra_fixtures import free_port, make_ca
+
+    directory = tmp_path / "ca"
+    make_ca(directory)
+    port = free_port()
+    with (directory / "ca.yaml").open("a") as handle:
+        handle.write(f"\nra:\n  listen: 127.0.0.1:{port}\n")
+    service = CaService(directory, https=("127.0.0.1", 0), http=("127.0.0.1", free_port()))
+    thread = ServiceThread(service)
+    thread.start()
+    try:
+        assert service.ra_port == port
+        bundle = tmp_path / "trust.pem"
+        bundle.write_bytes((directory / "infra-ca.pem").read_bytes()
+                           + (directory / "root-ca.pem").read_bytes())  # fmt: skip
+        answer = requests.get(f"https://127.0.0.1:{port}/openapi.json", verify=str(bundle),
+                              timeout=30)  # fmt: skip
+        assert answer.status_code == 200 and answer.json()["openapi"].startswith("3.1")
+    finally:
+        thread.stop()
