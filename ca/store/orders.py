@@ -50,13 +50,15 @@ from ca.store.model import (
     UnknownOrder,
     check_transition,
 )
+from ca.store.p12 import Pkcs12Mixin
+from ca.store.renewals import RenewalsMixin
 from config.closing import Closing
 from config.redact import scrub
 
 __all__ = ["Store", "default_dsn"]
 
 
-class Store(CertificatesMixin, JobsMixin, Closing):
+class Store(CertificatesMixin, JobsMixin, Pkcs12Mixin, RenewalsMixin, Closing):
     """Typed access to the CA database. Create with :meth:`open`."""
 
     @classmethod
