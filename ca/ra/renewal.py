@@ -6,7 +6,8 @@ subject and validity, linked to the predecessor's serial (:mod:`ca.store.renewal
 starts in PENDING_CSR_RENEWAL; the CSR (given at once, or later with :meth:`provide_csr`
 after the ``renewal_csr_needed`` mail) releases it through :meth:`CertificateAuthority.resume`,
 so it passes the very checks of a first order (validated domains, mailbox challenge,
-operator approval, key type) on the one issuance path. A certificate whose key the CA made
+operator approval, key type) on the one issuance path. A renewal CSR that names addresses
+must name the renewed certificate's (the renewal continues those mailboxes, nobody else's). A certificate whose key the CA made
 (a PKCS#12 product, or a "both" product whose predecessor was a PKCS#12) is renewed with a
 new server-made key (:class:`ca.ra.keygen.KeygenService`) unless a CSR is given.
 
@@ -23,7 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from ca.authority import IssueResult, OrderRefused
+from ca.authority import IssueResult, OrderRefused, csr_emails
 from ca.ra.keygen import KeygenError, KeygenResult, KeygenService, Notifier, refusal_status
 from ca.settings.types import KeyGeneration, ProductSettings
 from ca.store.model import (
@@ -168,7 +169,15 @@ class RenewalService:
                 f"order {order_id} is {order.status.value}, not waiting for a renewal CSR",
                 status=409, order_id=order_id,
             )  # fmt: skip
-        der = read_csr(csr_der).public_bytes(_DER)
+        csr = read_csr(csr_der)
+        named = set(csr_emails(csr))
+        if named and named != set(order.emails):
+            raise RenewalError(
+                f"the CSR names {', '.join(sorted(named))}; the renewal is for "
+                f"{', '.join(order.emails)}",
+                status=400, order_id=order_id,
+            )  # fmt: skip
+        der = csr.public_bytes(_DER)
         try:
             return self.ca.resume(order_id, actor=by, csr_der=der)
         except OrderRefused as exc:

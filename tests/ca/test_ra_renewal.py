@@ -78,7 +78,11 @@ def test_without_a_csr_the_renewal_waits_and_the_mailed_csr_releases_it(
     with pytest.raises(RenewalError) as bad:  # bad input changes nothing
         service.provide_csr(waiting.id, b"not a csr", by="bob")
     assert bad.value.status == 400
+    with pytest.raises(RenewalError) as other:  # a CSR for someone else's mailbox
+        service.provide_csr(waiting.id, csr_der("mallory@example.org"), by="bob")
+    assert other.value.status == 400 and "mallory@example.org" in str(other.value)
     assert ca.store.get_order(waiting.id).status is S.PENDING_CSR_RENEWAL
+    assert ca.store.get_order(waiting.id).csr_der is None
 
     pem = x509.load_der_x509_csr(csr_der("bob@example.org")).public_bytes(
         serialization.Encoding.PEM
