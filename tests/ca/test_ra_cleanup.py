@@ -112,3 +112,26 @@ def test_unknown_orders_are_listed_and_settled_by_cmcgate_ca_cleanup(
     assert "1 order(s) cleaned up" in out
     with CertificateAuthority.open(ca_dir / "ca.yaml") as ca:
         assert ca.store.get_order(order_id).status is S.REVOKED
+
+
+def test_ca_serve_schedules_the_cleanup_and_the_pkcs12_purge(ca: CertificateAuthority) -> None:
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from ca.ra.cleanup import schedule_cleanup
+    from ca.ra.keygen import KeygenService, schedule_p12_purge
+    from tests.ca.ra_p12_support import P12
+
+    scheduler = BackgroundScheduler(timezone="UTC")  # not started: the jobs are run by hand
+    schedule_cleanup(scheduler, lambda: ca)
+    schedule_p12_purge(scheduler, lambda: ca)
+    assert {job.id for job in scheduler.get_jobs()} == {"ra-cleanup", "ra-p12-purge"}
+
+    result = KeygenService(ca, RecordingNotifier()).order(
+        ACCOUNT, P12, ["frank@example.org"], requested_by="ra"
+    )
+    lost = strand(ca, "grace@example.org", S.NEW, signed=False)
+    ca.clock = lambda: result.pkcs12.created_at + timedelta(days=91)  # the CA runs on
+    scheduler.get_job("ra-p12-purge").func()
+    scheduler.get_job("ra-cleanup").func()
+    assert ca.store.pkcs12_bytes_of(result.order_id) is None
+    assert ca.store.get_order(lost).status is S.FAILED
