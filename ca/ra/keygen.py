@@ -159,7 +159,7 @@ class KeygenService:
         self,
         account: str,
         product: str,
-        emails: tuple[str, ...] | list[str],
+        emails: str | tuple[str, ...] | list[str],
         *,
         requested_by: str,
         validity: str | None = None,
@@ -169,7 +169,9 @@ class KeygenService:
         key_type: KeyType | str | None = None,
     ) -> KeygenResult:
         """Make a key, order its certificate through ``ca.submit`` and mail PIN and link."""
-        addresses = tuple(dict.fromkeys(e.strip().lower() for e in emails if e.strip()))
+        if isinstance(emails, str):
+            emails = [emails]
+        addresses = tuple(dict.fromkeys(str(e).strip().lower() for e in emails if str(e).strip()))
         if not addresses or any(not re.fullmatch(r"[^@\s]+@[^@\s]+", e) for e in addresses):
             raise KeygenError("give at least one email address (local@domain)", status=400)
         chosen = self._preflight(account, product, addresses, key_type)

@@ -7,9 +7,10 @@ starts in PENDING_CSR_RENEWAL; the CSR (given at once, or later with :meth:`prov
 after the ``renewal_csr_needed`` mail) releases it through :meth:`CertificateAuthority.resume`,
 so it passes the very checks of a first order (validated domains, mailbox challenge,
 operator approval, key type) on the one issuance path. A renewal CSR that names addresses
-must name the renewed certificate's (the renewal continues those mailboxes, nobody else's). A certificate whose key the CA made
-(a PKCS#12 product, or a "both" product whose predecessor was a PKCS#12) is renewed with a
-new server-made key (:class:`ca.ra.keygen.KeygenService`) unless a CSR is given.
+must name the renewed certificate's (the renewal continues those mailboxes, nobody else's).
+A certificate whose key the CA made (a PKCS#12 product, or a "both" product whose
+predecessor was a PKCS#12) is renewed with a new server-made key
+(:class:`ca.ra.keygen.KeygenService`) unless a CSR is given.
 
 A revoked certificate is not renewed (409): revocation ends the subscriber relation the
 renewal would continue. An expired one may be renewed, as SwissSign allows.

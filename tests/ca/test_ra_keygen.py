@@ -211,3 +211,24 @@ def test_the_pickup_link_is_served_once_over_http(ca: CertificateAuthority) -> N
     assert second[0] == 410 and second[1] == "application/problem+json"
     assert b'"status": 410' in second[2]
     assert bad[0] == 404 and bad[1] == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    ("emails", "subject"),
+    [([], None), (["not-an-address"], None), (["gina@example.org"], "garbage")],
+)
+def test_bad_input_is_refused_with_400_and_orders_nothing(
+    ca: CertificateAuthority, emails: list[str], subject: str | None
+) -> None:
+    notifier = RecordingNotifier()
+    with pytest.raises(KeygenError) as refused:
+        KeygenService(ca, notifier).order(ACCOUNT, P12, emails, requested_by="ra", subject=subject)
+    assert refused.value.status == 400
+    assert ca.store.find_orders() == [] and notifier.calls == []
+
+
+def test_one_address_given_as_text_is_one_address(ca: CertificateAuthority) -> None:
+    result = KeygenService(ca, RecordingNotifier()).order(
+        ACCOUNT, P12, "hank@example.org", requested_by="ra"
+    )
+    assert ca.store.get_order(result.order_id).emails == ("hank@example.org",)
