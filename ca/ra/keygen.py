@@ -284,11 +284,16 @@ class KeygenService:
 
     # -- pick-up and purge -----------------------------------------------------------------
     def pickup(self, token: str) -> bytes:
-        """The PKCS#12 behind a mailed link, once (404 unknown, 410 picked up or purged)."""
+        """The PKCS#12 behind a mailed link, once (404 unknown; 410 picked up, purged or
+        past ``ra.pkcs12.retention_days``)."""
         if not isinstance(token, str) or not _TOKEN_RE.match(token):
             raise KeygenError("no PKCS#12 for this link", status=404)
         try:
-            return self.ca.store.take_pkcs12(token_digest(token), now=self.ca.clock())
+            now = self.ca.clock()
+            retention = timedelta(days=self.ca.settings.ra.pkcs12.retention_days)
+            return self.ca.store.take_pkcs12(
+                token_digest(token), created_after=now - retention, now=now
+            )
         except UnknownPickup as exc:
             raise KeygenError(str(exc), status=404) from None
         except PickupGone as exc:

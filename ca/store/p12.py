@@ -85,8 +85,17 @@ class Pkcs12Mixin(StoreBase):
             self._audit(session, "p12", actor, order_id, {"action": "stored", "email": email}, at)
             return _view(row)
 
-    def take_pkcs12(self, token_sha256: str, *, now: datetime | None = None) -> bytes:
-        """The PKCS#12 for a token, once: its bytes are deleted in the same transaction."""
+    def take_pkcs12(
+        self,
+        token_sha256: str,
+        *,
+        created_after: datetime | None = None,
+        now: datetime | None = None,
+    ) -> bytes:
+        """The PKCS#12 for a token, once: its bytes are deleted in the same transaction.
+
+        ``created_after``: an older file is past its retention (PickupGone, even before the
+        purge job has deleted it)."""
         at = now or utcnow()
         with self.audit_transaction() as session:
             row = session.execute(
@@ -97,6 +106,8 @@ class Pkcs12Mixin(StoreBase):
             if row.p12 is None:
                 what = "picked up" if row.picked_up_at is not None else "purged"
                 raise PickupGone(f"the PKCS#12 of order {row.order_id} was {what} already")
+            if created_after is not None and row.created_at < created_after:
+                raise PickupGone(f"the PKCS#12 of order {row.order_id} has expired")
             p12 = row.p12
             row.p12 = None
             row.picked_up_at = at

@@ -132,6 +132,12 @@ def test_an_unpicked_pkcs12_is_purged_after_the_retention_period(
     assert ca.settings.ra.pkcs12.retention_days == 90
     assert result.pickup_expires - result.pkcs12.created_at == timedelta(days=90)
     assert service.purge_due(now=ca.clock() + timedelta(days=89)) == 0
+    real_clock = ca.clock
+    ca.clock = lambda: real_clock() + timedelta(days=91)  # expired, not purged yet
+    with pytest.raises(KeygenError) as expired:
+        service.pickup(_token(notifier))
+    assert expired.value.status == 410 and "expired" in str(expired.value)
+    ca.clock = real_clock
     assert ca.store.pkcs12_bytes_of(result.order_id) is not None
     assert service.purge_due(now=ca.clock() + timedelta(days=91)) == 1
     assert ca.store.pkcs12_bytes_of(result.order_id) is None
