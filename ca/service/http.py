@@ -347,6 +347,11 @@ class CaService:
         from ca.publish.publisher import schedule_publisher
 
         schedule_publisher(scheduler, lambda: self.ca)  # LDAP publication, when ca.ldap is set
+        from ca.ra.cleanup import schedule_cleanup
+        from ca.ra.keygen import schedule_p12_purge
+
+        schedule_p12_purge(scheduler, lambda: self.ca)  # unpicked PKCS#12 files, daily
+        schedule_cleanup(scheduler, lambda: self.ca)  # lost orders (UNKNOWN), overdue renewals
         extra = getattr(self, "extra_jobs", None)
         if extra is not None:
             extra(scheduler, self)

@@ -25,7 +25,6 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from ca.store.apikeys import ApiKeysMixin
 from ca.store.audit import AuditEvent, ensure_head, load_hmac_key
 from ca.store.base import check_text, order_view
 from ca.store.certs import CertificatesMixin
@@ -51,14 +50,14 @@ from ca.store.model import (
     UnknownOrder,
     check_transition,
 )
-from ca.store.search import SearchMixin
+from ca.store.ra import RaStoreMixin
 from config.closing import Closing
 from config.redact import scrub
 
 __all__ = ["Store", "default_dsn"]
 
 
-class Store(CertificatesMixin, JobsMixin, ApiKeysMixin, SearchMixin, Closing):
+class Store(CertificatesMixin, JobsMixin, RaStoreMixin, Closing):
     """Typed access to the CA database. Create with :meth:`open`."""
 
     @classmethod
