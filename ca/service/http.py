@@ -316,6 +316,9 @@ class CaService:
         from ca.publish.publisher import schedule_publisher
 
         schedule_publisher(scheduler, lambda: self.ca)  # LDAP publication, when ca.ldap is set
+        from ca.ra.domains import schedule_domain_checks
+
+        schedule_domain_checks(scheduler, lambda: self.ca)  # DNS domain re-checks (ra.domains)
         extra = getattr(self, "extra_jobs", None)
         if extra is not None:
             extra(scheduler, self)

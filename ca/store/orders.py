@@ -38,6 +38,7 @@ from ca.store.db import (
     make_engines,
     utcnow,
 )
+from ca.store.domains import DomainsMixin
 from ca.store.jobs import JobsMixin, new_job_row
 from ca.store.model import (
     CommentView,
@@ -56,7 +57,7 @@ from config.redact import scrub
 __all__ = ["Store", "default_dsn"]
 
 
-class Store(CertificatesMixin, JobsMixin, Closing):
+class Store(CertificatesMixin, JobsMixin, DomainsMixin, Closing):
     """Typed access to the CA database. Create with :meth:`open`."""
 
     @classmethod
