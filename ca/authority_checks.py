@@ -6,6 +6,7 @@ Split out of :mod:`ca.authority` (which re-exports these names).
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import threading
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from ca.keys import KeyType
 from ca.profiles.builder import check_public_key
 from ca.profiles.errors import KeyNotAllowed, ProfileError
 from ca.profiles.lint import CertificateLinter
+from ca.profiles.types import Organization
 from ca.ra.caa import CaaDecision, require_issuemail
 from ca.settings.types import AccountSettings, CaSettings, ProductSettings, Validity
 from ca.store.model import OrderView
@@ -148,6 +150,20 @@ class OrderChecks:
             return True
         domain = email.rpartition("@")[2].strip().lower()
         return bool(domain) and self.store.domain_validated(account.id, domain, self.clock())
+
+    def organization(self, account: AccountSettings, order: OrderView) -> Organization:
+        """The account's organisation for the profile builder, whose validated domains are
+        ca.yaml's plus those of the order's addresses that :meth:`email_validated` or
+        :meth:`mailbox_confirmed` covers (the builder refuses any other address)."""
+        org = Organization.from_account(account)
+        extra = tuple(
+            e.rpartition("@")[2].lower() for e in order.emails
+            if not account.email_allowed(e)
+            and (self.email_validated(account, e) or self.mailbox_confirmed(order, e))
+        )  # fmt: skip
+        if not extra:
+            return org
+        return dataclasses.replace(org, validated_domains=org.validated_domains + extra)
 
     def check_caa(self, order: OrderView) -> tuple[CaaDecision, ...]:
         """RFC 9495 ``issuemail`` at PRE_VALIDATION for the domain of every address
