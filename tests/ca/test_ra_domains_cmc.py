@@ -100,3 +100,8 @@ def test_caa_forbidding_this_ca_is_refused_as_bad_identity(served: Served) -> No
         assert failed and "CAA" in (failed[-1].failure_reason or "")
     finally:
         served.dns.remove("example.org", "CAA")
+
+
+def test_ca_serve_schedules_the_domain_checks(served: Served) -> None:
+    scheduler = served.service._scheduler
+    assert scheduler is not None and scheduler.get_job("ra-domain-checks") is not None
