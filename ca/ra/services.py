@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ca.ra.auth import RaAuth
+from ca.ra.domains import DomainService
 
 if TYPE_CHECKING:
     from ca.authority import CertificateAuthority
@@ -29,4 +30,4 @@ class RaServices:
 
     @classmethod
     def build(cls, ca: CertificateAuthority) -> RaServices:
-        return cls(ca=ca, auth=RaAuth(ca))
+        return cls(ca=ca, auth=RaAuth(ca), domains=DomainService(ca))

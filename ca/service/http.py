@@ -352,6 +352,9 @@ class CaService:
 
         schedule_p12_purge(scheduler, lambda: self.ca)  # unpicked PKCS#12 files, daily
         schedule_cleanup(scheduler, lambda: self.ca)  # lost orders (UNKNOWN), overdue renewals
+        from ca.ra.domains import schedule_domain_checks
+
+        schedule_domain_checks(scheduler, lambda: self.ca)  # DNS domain re-checks (ra.domains)
         extra = getattr(self, "extra_jobs", None)
         if extra is not None:
             extra(scheduler, self)

@@ -133,9 +133,13 @@ class RaRunning:
         return self.request("POST", path, token, **kwargs)
 
 
-def start_ra(tmp: Path) -> RaRunning:
+def start_ra(tmp: Path, *, ra_yaml: str = "") -> RaRunning:
+    """A CA (``ra_yaml``: an ``ra:`` section for ca.yaml) served with the RA API."""
     directory = tmp / "ca"
     make_ca(directory)
+    if ra_yaml:
+        with (directory / "ca.yaml").open("a") as handle:
+            handle.write("\n" + ra_yaml)
     service = CaService(
         directory, https=("127.0.0.1", 0), http=("127.0.0.1", free_port()),
         ra=("127.0.0.1", 0),
