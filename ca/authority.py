@@ -32,7 +32,7 @@ from ca.keys import KeyBackend, KeyBackendError, backend_from_settings
 from ca.profiles.builder import build_tbs
 from ca.profiles.errors import EmailNotAllowed, ProfileError, ValidityTooLong
 from ca.profiles.lint import DEVELOPMENT_IGNORED_CODES, LintFailed
-from ca.profiles.types import CaEndpoints, IssuanceRequest, Organization
+from ca.profiles.types import CaEndpoints, IssuanceRequest
 from ca.settings.loader import load_ca_settings
 from ca.settings.types import Approval, CaSettings, ProductSettings
 from ca.store.model import (
@@ -283,7 +283,7 @@ class CertificateAuthority(OrderChecks, Closing):
                 surname=surname,
             )
             prepared = build_tbs(
-                product.profile, request, Organization.from_account(account), self.issuing_cert,
+                product.profile, request, self.organization(order, account), self.issuing_cert,
                 self.endpoints(), now=self.clock(),
             )  # fmt: skip
             changes = list(prepared.changes)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import NoReturn
 from urllib.parse import urlsplit
@@ -19,8 +20,10 @@ from ca.keys import KeyType
 from ca.profiles.builder import check_public_key
 from ca.profiles.errors import KeyNotAllowed, ProfileError
 from ca.profiles.lint import CertificateLinter
+from ca.profiles.types import Organization
 from ca.settings.types import AccountSettings, CaSettings, ProductSettings, Validity
 from ca.store.model import OrderView
+from ca.store.orders import Store
 from config.errors import CmcgateError
 
 _linters: dict[frozenset[str], CertificateLinter] = {}
@@ -78,6 +81,7 @@ class OrderChecks:
     """The checks of :class:`ca.authority.CertificateAuthority` before a key is touched."""
 
     settings: CaSettings
+    store: Store
     clock: Callable[[], datetime]
 
     def _refuse(self, order: OrderView, reason: str, category: str) -> NoReturn:
@@ -143,7 +147,17 @@ class OrderChecks:
 
     def mailbox_confirmed(self, order: OrderView, email: str) -> bool:
         """The holder of ``email`` answered this order's email challenge (mailbox control)."""
-        return False
+        return self.store.mailbox_confirmed(order.id, email)
+
+    def organization(self, order: OrderView, account: AccountSettings) -> Organization:
+        """The account's organisation for the profile builder, its validated domains widened
+        by the domains of the order's addresses a check here covers (a confirmed mailbox, an
+        RA-validated domain): the builder refuses other domains, these checks decide."""
+        base = Organization.from_account(account)
+        unconfirmed = set(self.unvalidated_emails(order, order.emails))
+        extra = [e.rpartition("@")[2].lower() for e in order.emails if e not in unconfirmed]
+        domains = tuple(dict.fromkeys((*base.validated_domains, *extra)))
+        return replace(base, validated_domains=domains)
 
     def unvalidated_emails(self, order: OrderView, emails: tuple[str, ...]) -> tuple[str, ...]:
         """The order's addresses that neither a validated domain nor a confirmed mailbox

@@ -6,7 +6,7 @@ import importlib
 from typing import Any
 
 #: modules with a ``register(sub)`` that adds ``cmcgate ca`` subcommands
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES: tuple[str, ...] = ("ca.ra.notify_cli",)
 
 
 def register_ra_commands(sub: Any) -> None:

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from ca.store.audit import AuditEvent, ensure_head, load_hmac_key
 from ca.store.base import check_text, order_view
 from ca.store.certs import CertificatesMixin
+from ca.store.challenges import ChallengesMixin
 from ca.store.db import (
     Base,
     CommentRow,
@@ -50,13 +51,14 @@ from ca.store.model import (
     UnknownOrder,
     check_transition,
 )
+from ca.store.notifications import NotificationsMixin
 from config.closing import Closing
 from config.redact import scrub
 
 __all__ = ["Store", "default_dsn"]
 
 
-class Store(CertificatesMixin, JobsMixin, Closing):
+class Store(CertificatesMixin, JobsMixin, NotificationsMixin, ChallengesMixin, Closing):
     """Typed access to the CA database. Create with :meth:`open`."""
 
     @classmethod
