@@ -182,7 +182,9 @@ def test_the_mailed_code_posted_to_the_page_issues_a_certificate_openssl_verifie
 
     cert = served.ca.store.get_certificate(order.certificate_serial)
     leaf = served.directory / "carol.pem"
-    leaf.write_bytes(x509.load_der_x509_certificate(cert.der).public_bytes(serialization.Encoding.PEM))
+    leaf.write_bytes(
+        x509.load_der_x509_certificate(cert.der).public_bytes(serialization.Encoding.PEM)
+    )
     verify = subprocess.run(
         ["openssl", "verify", "-purpose", "smimesign",
          "-CAfile", str(served.directory / "root-ca.pem"),
