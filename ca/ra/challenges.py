@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from ca.ra.notify import Notifier, RaContext
 from ca.store.audit import append_audit
 from ca.store.challenges import ChallengeStatus, ChallengeView, UnknownChallenge
-from ca.store.model import OrderStatus, OrderView
+from ca.store.model import OrderStatus, OrderView, UnknownOrder
 from ca.store.orders import Store
 from config.errors import CmcgateError
 
@@ -140,7 +140,10 @@ class ChallengeService:
         return renewed
 
     def list(self, order_id: str) -> list[ChallengeView]:
-        self.store.get_order(order_id)  # UnknownOrder for a wrong id
+        try:
+            self.store.get_order(order_id)
+        except UnknownOrder:
+            raise UnknownChallengeError(f"no order {order_id[:64]}") from None
         return self.store.find_challenges(order_id)
 
     def _get(self, challenge_id: str) -> ChallengeView:

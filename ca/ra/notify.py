@@ -21,7 +21,14 @@ from cryptography import x509
 from ca.ra.mailer import Mailer, MailError, build_message
 from ca.ra.templates import render, template
 from ca.settings.types import CaSettings
-from ca.store.model import CertificateStatus, OrderView, StoreConflict, normalise_serial
+from ca.store.model import (
+    CertificateStatus,
+    OrderView,
+    StoreConflict,
+    StoreError,
+    UnknownCertificate,
+    normalise_serial,
+)
 from ca.store.notifications import NotificationStatus, NotificationView, UnknownNotification
 from ca.store.orders import Store
 from config.errors import CmcgateError
@@ -143,12 +150,16 @@ class Notifier:
         recipient: str | None = None,
         status: NotificationStatus | str | None = None,
     ) -> list[NotificationView]:
-        try:
-            return self.store.find_notifications(
-                order_id=order_id, serial=serial, recipient=recipient, status=status
-            )
-        except CmcgateError as exc:
-            raise NotifyError(str(exc)) from None
+        wanted = None
+        if status is not None:
+            try:
+                wanted = NotificationStatus(str(status).upper())
+            except ValueError:
+                raise NotifyError(f"unknown notification status {str(status)[:40]!r}") from None
+        return self.store.find_notifications(
+            order_id=order_id, serial=None if serial is None else _serial(serial),
+            recipient=recipient, status=wanted,
+        )  # fmt: skip
 
     # -- mute (manual 3.8.1) ----------------------------------------------------------------
     def mute(self, email: str, *, by: str) -> None:
@@ -168,18 +179,15 @@ class Notifier:
         if len(set(addresses)) > MAX_RENEWAL_EMAILS:
             raise NotifyError(f"at most {MAX_RENEWAL_EMAILS} renewal emails per certificate")
         try:
-            certificate = self.store.get_certificate(serial)
-        except CmcgateError as exc:
+            certificate = self.store.get_certificate(_serial(serial))
+        except UnknownCertificate as exc:
             raise UnknownNotificationError(str(exc)) from None
         return self.store.replace_renewal_emails(
             certificate.serial, addresses, by=by, now=self._now()
         )
 
     def renewal_emails(self, serial: int | str) -> tuple[str, ...]:
-        try:
-            return self.store.get_renewal_emails(normalise_serial(serial))
-        except CmcgateError as exc:
-            raise NotifyError(str(exc)) from None
+        return self.store.get_renewal_emails(_serial(serial))
 
     # -- events -----------------------------------------------------------------------------
     def order_issued(self, order: OrderView, certificate: x509.Certificate) -> None:
@@ -237,6 +245,13 @@ class Notifier:
             log.warning("expiry warning for %s to %r: %s", serial, email, exc)
             return 0
         return int(row.status is NotificationStatus.SENT)
+
+
+def _serial(serial: int | str) -> str:
+    try:
+        return normalise_serial(serial)
+    except StoreError:
+        raise NotifyError(f"{str(serial)[:80]!r} is not a certificate serial number") from None
 
 
 def schedule_expiry_warnings(scheduler: Any, get_ca: Callable[[], RaContext]) -> None:

@@ -299,3 +299,10 @@ def test_codes_carry_120_random_bits_and_survive_retyping() -> None:
     assert CODE_RE.fullmatch(code) and len(code.replace("-", "")) * 5 == 120
     assert normalise_code(f" {code.lower().replace('-', ' ')} ") == code
     assert normalise_code("O0I1 B8") == "OOII-BB"
+
+
+def test_listing_or_resending_unknown_things_is_404(challenges: ChallengeService) -> None:
+    for call in (lambda: challenges.list("ord-nope"), lambda: challenges.resend("nope")):
+        with pytest.raises(ChallengeError) as refused:
+            call()
+        assert refused.value.status == 404

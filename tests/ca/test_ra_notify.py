@@ -267,3 +267,22 @@ def test_the_operator_cli_lists_resends_mutes_and_sets_renewal_emails(
         assert "Traceback" not in capsys.readouterr().err
     finally:
         ca_yaml.write_text(original)
+
+
+def test_bad_input_is_a_clear_error_with_its_http_status(
+    bundled: Bundled, notifier: Notifier
+) -> None:
+    before = len(notifier.list())
+    cases = [
+        (lambda: notifier.list(status="bogus"), 400),
+        (lambda: notifier.renewal_emails("not hex"), 400),
+        (lambda: notifier.set_renewal_emails("abcdef0123", ["a@example.org"], by="x"), 404),
+        (lambda: notifier.set_renewal_emails("abcdef0123", ["no address"], by="x"), 400),
+        (lambda: notifier.send("order_confirmation", "bad@", order_id=None), 400),
+        (lambda: notifier.send("newsletter", "a@example.org"), 400),
+    ]
+    for call, status in cases:
+        with pytest.raises((NotifyError, TemplateError)) as refused:
+            call()
+        assert refused.value.status == status, refused.value
+    assert len(notifier.list()) == before  # nothing was recorded
