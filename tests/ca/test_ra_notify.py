@@ -286,3 +286,15 @@ def test_bad_input_is_a_clear_error_with_its_http_status(
             call()
         assert refused.value.status == status, refused.value
     assert len(notifier.list()) == before  # nothing was recorded
+
+
+def test_ca_serve_schedules_expiry_warnings_and_challenge_expiry(bundled: Bundled) -> None:
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from ca.ra.challenges import schedule_challenge_expiry
+    from ca.ra.notify import schedule_expiry_warnings
+
+    scheduler = BackgroundScheduler(timezone="UTC")
+    schedule_expiry_warnings(scheduler, lambda: bundled.ca)
+    schedule_challenge_expiry(scheduler, lambda: bundled.ca)
+    assert {job.id for job in scheduler.get_jobs()} == {"expiry-warnings", "challenge-expiry"}
