@@ -95,9 +95,9 @@ class ChallengeService:
                      {"note": text, **details}, now=self._now())  # fmt: skip
 
     # -- sending ----------------------------------------------------------------------------
-    def start(self, order: OrderView, emails: tuple[str, ...]) -> list[ChallengeView]:
-        """One challenge per address, mailed now (``ca.on_pending_validation``)."""
-        made = []
+    def start(self, order: OrderView, emails: tuple[str, ...]) -> None:
+        """One challenge per address, mailed now (``ca.on_pending_validation``); see
+        :meth:`list` for what was made."""
         for email in dict.fromkeys(e.lower() for e in emails):
             challenge_id = secrets.token_urlsafe(24)
             code = new_code()
@@ -106,8 +106,6 @@ class ChallengeService:
                 challenge_id, order.id, email, code, expires, now=self._now()
             )
             self._mail(challenge, code, "email challenge sent to")
-            made.append(challenge)
-        return made
 
     def _mail(self, challenge: ChallengeView, code: str, what: str) -> None:
         expires = challenge.expires_at.strftime("%Y-%m-%d %H:%M UTC")

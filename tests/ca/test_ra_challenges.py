@@ -108,7 +108,7 @@ def challenges(served: Served, smtp_sink: SmtpSink) -> Iterator[ChallengeService
     ca = served.ca
     notifier = Notifier(ca, Mailer(MailSettings(port=smtp_sink.port, sender="CA <ca@x.test>")))
     service = ChallengeService(ca, notifier)
-    ca.on_pending_validation = lambda order, emails: service.start(order, emails)
+    ca.on_pending_validation = service.start
     ca.on_issued = notifier.order_issued
     served.service.ra_services = SimpleNamespace(challenges=service)  # type: ignore[attr-defined]
     original_clock = ca.clock
