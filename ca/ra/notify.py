@@ -48,6 +48,11 @@ class NotifyError(CmcgateError):
 
     status = 400
 
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
 
 class UnknownNotificationError(NotifyError):
     status = 404
@@ -107,20 +112,25 @@ class Notifier:
         """
         address = check_email(recipient)
         known = {"order_id": order_id, "serial": None if serial is None else str(serial)}
-        subject, body = render(kind, {k: v for k, v in known.items() if v is not None} | fields)
+        values = {k: v for k, v in known.items() if v is not None} | fields
+        subject, body = render(kind, values)
+        kept = render(kind, values, redact=True)[1] if template(kind).secret else body
         muted = template(kind).mutable and self.store.is_muted(address)
         status = NotificationStatus.MUTED if muted else NotificationStatus.FAILED
         row = self.store.add_notification(
-            kind, address, subject, body, status=status, order_id=order_id, serial=serial,
+            kind, address, subject, kept, status=status, order_id=order_id, serial=serial,
             reference=reference, last_error=None if muted else "not sent yet", now=self._now(),
         )  # fmt: skip
         if muted:
             return row
-        return self._deliver(row, actor="ca", event="sent")
+        return self._deliver(row, actor="ca", event="sent", body=body)
 
-    def _deliver(self, row: NotificationView, *, actor: str, event: str) -> NotificationView:
+    def _deliver(
+        self, row: NotificationView, *, actor: str, event: str, body: str | None = None
+    ) -> NotificationView:
+        """Send ``row`` (``body``: the text with its secrets, when the row withholds them)."""
         message = build_message(
-            self.mailer.sender, row.recipient, row.subject, row.body, now=self._now()
+            self.mailer.sender, row.recipient, row.subject, body or row.body, now=self._now()
         )
         error: str | None = None
         try:
@@ -140,6 +150,12 @@ class Notifier:
             row = self.store.get_notification(int(notification_id))
         except UnknownNotification as exc:
             raise UnknownNotificationError(str(exc)) from None
+        if template(row.kind).secret:
+            raise NotifyError(
+                f"notification {row.id} ({row.kind}) carried a secret that is not stored: "
+                "send a new one (an email challenge's resend makes a new code)",
+                status=409,
+            )
         return self._deliver(row, actor=by, event="resent")
 
     def list(

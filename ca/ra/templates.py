@@ -27,8 +27,11 @@ class MailTemplate:
     body: str
     fields: tuple[str, ...]
     mutable: bool
+    #: fields never stored: the notifications table keeps the text with these withheld
+    secret: tuple[str, ...] = ()
 
 
+WITHHELD = "[withheld]"
 _SIGNATURE = "\n-- \nThis message was sent automatically by the certificate authority.\n"
 
 TEMPLATES: dict[str, MailTemplate] = {
@@ -48,6 +51,7 @@ TEMPLATES: dict[str, MailTemplate] = {
         "no certificate is issued without the code.\n",
         ("order_id", "email", "code", "url", "expires"),
         mutable=False,
+        secret=("code",),
     ),
     "p12_pin": MailTemplate(
         "PIN for your certificate (order $order_id)",
@@ -56,6 +60,7 @@ TEMPLATES: dict[str, MailTemplate] = {
         "The file itself is delivered separately. Keep this PIN secret.\n",
         ("order_id", "pin"),
         mutable=False,
+        secret=("pin",),
     ),
     "p12_pickup": MailTemplate(
         "Your certificate is ready for download (order $order_id)",
@@ -92,16 +97,20 @@ def template(kind: str) -> MailTemplate:
     return found
 
 
-def render(kind: str, fields: Mapping[str, object]) -> tuple[str, str]:
+def render(kind: str, fields: Mapping[str, object], *, redact: bool = False) -> tuple[str, str]:
     """(subject, body) of ``kind`` with ``fields``; TemplateError when one is missing.
 
     Values are inserted as text (tuples and lists joined with ", "); a line break in a
-    value cannot reach the subject (it would start a new header)."""
+    value cannot reach the subject (it would start a new header). ``redact``: the kind's
+    secret fields (a challenge code, a PIN) are replaced by ``[withheld]`` — the text kept
+    in the database."""
     chosen = template(kind)
     missing = [f for f in chosen.fields if f not in fields]
     if missing:
         raise TemplateError(f"notification {kind}: missing field(s) {', '.join(missing)}")
     values = {k: _text(v) for k, v in fields.items()}
+    if redact:
+        values.update({name: WITHHELD for name in chosen.secret})
     subject = string.Template(chosen.subject).safe_substitute(values)
     subject = " ".join(subject.split())
     body = string.Template(chosen.body).safe_substitute(values) + _SIGNATURE

@@ -196,8 +196,9 @@ def test_the_mailed_code_posted_to_the_page_issues_a_certificate_openssl_verifie
     assert any(t.startswith(f"email challenge sent to {OUTSIDE}") for t in comments)
     assert any(f"mailbox {OUTSIDE} confirmed by mailbox holder" in t for t in comments)
     # the order confirmation (on_issued) reached the holder too
-    kinds = [n.kind for n in challenges.notifier.list(order_id=order_id)]
-    assert kinds == ["email_challenge", "order_confirmation"]
+    sent = challenges.notifier.list(order_id=order_id)
+    assert [n.kind for n in sent] == ["email_challenge", "order_confirmation"]
+    assert code not in sent[0].body  # the code is kept only as a hash
     events = [r for r in audit_records(served.ca.store) if r.event_type == "email_challenge"]
     assert any(r.subject == order_id for r in events)
     # answering again changes nothing

@@ -145,7 +145,8 @@ def test_an_smtp_outage_is_recorded_failed_and_resend_delivers_later(bundled: Bu
     sink = SmtpSink()  # its port, nothing listening yet
     notifier = Notifier(bundled.ca, _mailer(sink.port))
     order_id = _issue(bundled.ca, "frank@example.org").order_id
-    row = notifier.send("p12_pin", "frank@example.org", order_id=order_id, pin="246810")
+    row = notifier.send("p12_pickup", "frank@example.org", order_id=order_id,
+                        url="https://ra.example.org/p12/246810", expires="2030-01-01")  # fmt: skip
     assert row.status is NotificationStatus.FAILED and row.last_error and row.attempts == 1
     assert notifier.list(status="failed", recipient="FRANK@example.org") == [row]
     sink.start()
@@ -298,3 +299,17 @@ def test_ca_serve_schedules_expiry_warnings_and_challenge_expiry(bundled: Bundle
     schedule_expiry_warnings(scheduler, lambda: bundled.ca)
     schedule_challenge_expiry(scheduler, lambda: bundled.ca)
     assert {job.id for job in scheduler.get_jobs()} == {"expiry-warnings", "challenge-expiry"}
+
+
+def test_a_pin_or_a_code_is_mailed_but_never_stored_and_such_mails_are_not_resent(
+    bundled: Bundled, notifier: Notifier, smtp_sink: SmtpSink
+) -> None:
+    order_id = _issue(bundled.ca, "jana@example.org").order_id
+    row = notifier.send("p12_pin", "jana@example.org", order_id=order_id, pin="913572468")
+    assert row.status is NotificationStatus.SENT
+    assert "913572468" not in row.body and "[withheld]" in row.body
+    mails = [m for m in _to(smtp_sink, "jana@example.org") if "PIN" in str(m["Subject"])]
+    assert "913572468" in mails[0].get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    with pytest.raises(NotifyError) as refused:
+        notifier.resend(row.id, by="operator")
+    assert refused.value.status == 409
