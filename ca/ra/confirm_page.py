@@ -57,13 +57,15 @@ def _page(title: str, text: str, status: int = 200, form_for: str | None = None)
     )  # fmt: skip
 
 
-def add_confirmation_routes(app: web.Application, get_services: Callable[[], Any]) -> None:
+def add_confirmation_routes(
+    app: web.Application, get_services: Callable[[], HasChallenges | None]
+) -> None:
     """Add the two routes; ``get_services()`` gives the RA services (an object with a
     ``challenges`` attribute) or None while the RA service is not set up."""
 
     def service() -> ChallengeService | None:
         services = get_services()
-        return None if services is None else getattr(services, "challenges", None)
+        return None if services is None else services.challenges
 
     async def run(func: Callable[[], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, func)
