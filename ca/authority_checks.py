@@ -173,7 +173,7 @@ class OrderChecks:
 
     def mailbox_confirmed(self, order: OrderView, email: str) -> bool:
         """The holder of ``email`` answered this order's email challenge (mailbox control)."""
-        return False
+        return self.store.mailbox_confirmed(order.id, email)
 
     def unvalidated_emails(self, order: OrderView, emails: tuple[str, ...]) -> tuple[str, ...]:
         """The order's addresses that neither a validated domain nor a confirmed mailbox

@@ -10,6 +10,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "ca.ra.auth_cli",
     "ca.ra.keygen_cli",
     "ca.ra.domains_cli",
+    "ca.ra.notify_cli",
 )
 
 

@@ -68,7 +68,7 @@ class Notifier(Protocol):
         *,
         order_id: str | None = None,
         serial: str | None = None,
-        **fields: object,
+        **fields: Any,
     ) -> object: ...
 
 

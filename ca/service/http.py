@@ -44,6 +44,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ca.authority import CertificateAuthority
+from ca.ra.challenges import schedule_challenge_expiry
+from ca.ra.confirm_page import add_confirmation_routes
+from ca.ra.notify import schedule_expiry_warnings
 from ca.ra.services import RaServices
 from ca.recovery import recover
 from ca.service.certs import ServiceMaterial, ensure_service_material, write_infra_crl
@@ -268,6 +271,8 @@ class CaService:
             middlewares=[request_log, _no_traces], client_max_size=MAX_BODY + 4096
         )
         app.router.add_get(r"/{folder:crl|certs}/{name}", self._file)
+        if not cmc:  # the mailbox holder's email-challenge page (ca.ra.confirm_page)
+            add_confirmation_routes(app, lambda: getattr(self, "ra_services", None))
         if cmc:
             for path in ("/ws/cmc", "/cmc"):
                 app.router.add_post(path, self._cmc)
@@ -328,6 +333,10 @@ class CaService:
         """The RA services of the current CA (rebuilt on reload); None before the start."""
         return self._ra_services
 
+    @ra_services.setter
+    def ra_services(self, services: RaServices | None) -> None:
+        self._ra_services = services
+
     def _current_ra(self) -> RaServices:
         assert self._ra_services is not None
         return self._ra_services
@@ -355,6 +364,8 @@ class CaService:
         from ca.ra.domains import schedule_domain_checks
 
         schedule_domain_checks(scheduler, lambda: self.ca)  # DNS domain re-checks (ra.domains)
+        schedule_expiry_warnings(scheduler, lambda: self.ca)  # ca.ra.notify, daily
+        schedule_challenge_expiry(scheduler, lambda: self.ca)  # ca.ra.challenges
         extra = getattr(self, "extra_jobs", None)
         if extra is not None:
             extra(scheduler, self)
