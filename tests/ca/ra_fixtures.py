@@ -61,7 +61,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def make_ca(directory: Path) -> None:
+def make_ca(directory: Path, *, products: str = "", product_ids: tuple[str, ...] = ()) -> None:
+    """A software-key CA; ``products`` (YAML) are added and offered to example.ra."""
     http_port = free_port()
     initialise(
         directory, key_backend="software", key_type=KeyType.EC_P256, progress=lambda _: None,
@@ -71,9 +72,10 @@ def make_ca(directory: Path) -> None:
     )  # fmt: skip
     ca_yaml = directory / "ca.yaml"
     text = ca_yaml.read_text()
-    text = text.replace(f"products: [{SILVER}]", f"products: [{SILVER}, {MANUAL}]")
+    offered = ", ".join((SILVER, MANUAL, *product_ids))
+    text = text.replace(f"products: [{SILVER}]", f"products: [{offered}]")
     text = text.replace("# what can be ordered", OTHER_ACCOUNT + "# what can be ordered")
-    ca_yaml.write_text(text + EXTRA_PRODUCTS)
+    ca_yaml.write_text(text + EXTRA_PRODUCTS + products)
 
 
 def csr_pem(email: str, cn: str | None = None) -> str:
@@ -133,10 +135,12 @@ class RaRunning:
         return self.request("POST", path, token, **kwargs)
 
 
-def start_ra(tmp: Path, *, ra_yaml: str = "") -> RaRunning:
+def start_ra(
+    tmp: Path, *, ra_yaml: str = "", products: str = "", product_ids: tuple[str, ...] = ()
+) -> RaRunning:
     """A CA (``ra_yaml``: an ``ra:`` section for ca.yaml) served with the RA API."""
     directory = tmp / "ca"
-    make_ca(directory)
+    make_ca(directory, products=products, product_ids=product_ids)
     if ra_yaml:
         with (directory / "ca.yaml").open("a") as handle:
             handle.write("\n" + ra_yaml)

@@ -17,7 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.devservices import SmtpSink
 from tests.ca.ra_fixtures import ACCOUNT, MANUAL, OTHER, SILVER, RaRunning, csr_pem, start_ra
+from tests.fixtures.dns import DnsServer
 
 ALL = ["read", "issue", "revoke", "approve", "publish", "comment", "domains"]
 JUNK: st.SearchStrategy[Any] = st.recursive(
@@ -46,6 +48,9 @@ class Context:
         self.known = {
             "id": [issued["id"], pending["id"], "1", "0", "ord-nope"],
             "serial": [issued["certificateSerial"], "00", "ff" * 20],
+            "client": [ACCOUNT, OTHER, "nobody.ra"],
+            "domain": ["example.org", "kunde.test", "xn--bcher-kva.test"],
+            "token": ["A" * 43, "x"],
         }
         self.operations = [
             (method.upper(), path, op)
@@ -57,11 +62,19 @@ class Context:
 
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Context]:
-    ra = start_ra(tmp_path_factory.mktemp("ra-fuzz"))
+    """A CA whose DNS checks ask the local devdns server and whose mails go to a sink, so
+    that domain checks and notifications run for real without leaving the machine."""
+    tmp = tmp_path_factory.mktemp("ra-fuzz")
+    dns, sink = DnsServer(tmp).start(), SmtpSink().start()
+    ra = start_ra(tmp, ra_yaml=(
+        f"ra:\n  dns: {{nameservers: [127.0.0.1], port: {dns.port}, timeout_seconds: 2}}\n"
+        f"  mail: {{host: 127.0.0.1, port: {sink.port}}}\n"))  # fmt: skip
     try:
         yield Context(ra)
     finally:
         ra.thread.stop()
+        sink.stop()
+        dns.stop()
 
 
 def from_schema(schema: dict[str, Any], ctx: Context) -> st.SearchStrategy[Any]:
@@ -84,7 +97,8 @@ def from_schema(schema: dict[str, Any], ctx: Context) -> st.SearchStrategy[Any]:
     if kind == "string":
         if schema.get("format") == "email":
             return st.emails() | st.text(max_size=20)
-        return st.sampled_from([ACCOUNT, OTHER, SILVER, MANUAL, ctx.csr, "1y", "csr", "pkcs12"]) \
+        return st.sampled_from([ACCOUNT, OTHER, SILVER, MANUAL, ctx.csr, "1y", "csr", "pkcs12",
+                                "kunde.test", "fuzz@example.org"]) \
             | st.text(max_size=40)  # fmt: skip
     return JUNK
 
