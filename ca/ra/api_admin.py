@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ca.ra.api_base import ApiProblem, Call, NotFound, Param, Reply, Route, plain
+from ca.ra.api_base import ApiProblem, Call, NotFound, Param, Reply, Route, is_number, plain
 from ca.settings.types import ProductSettings
 from ca.store.model import JobStatus, UnknownJob
 from ca.store.search import Page
@@ -78,7 +78,7 @@ def list_jobs(call: Call) -> Reply:
 def retry_job(call: Call) -> Reply:
     text = call.params["id"]
     missing = f"no publication job {text}"
-    if not text.isdigit() or len(text) > 18:
+    if not is_number(text) or len(text) > 18:
         raise NotFound(missing)
     try:
         job = call.ca.store.get_job(int(text))

@@ -146,7 +146,7 @@ class Call:
         text = self.query.get(name)
         if text is None or text == "":
             return default
-        if not text.strip().isdigit() or not low <= int(text) <= high:
+        if not is_number(text.strip()) or not low <= int(text) <= high:
             raise ApiProblem(400, f"{name} must be a whole number {low}..{high}")
         return int(text)
 
@@ -198,6 +198,11 @@ def plain(value: Any) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [plain(v) for v in value]
     return value
+
+
+def is_number(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also accepts ``²`` and other digits int() refuses)."""
+    return text.isascii() and text.isdigit()
 
 
 def iso(value: datetime | None) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ca.ra.api_base import Call, NotFound, Param, Reply, Route, plain
+from ca.ra.api_base import Call, NotFound, Param, Reply, Route, is_number, plain
 from ca.store.model import StoreError, UnknownCertificate, UnknownOrder
 
 DOMAIN_BODY = {
@@ -128,7 +128,7 @@ def resend_notification(call: Call) -> Reply:
     notifier = _service(call, "notifier", "notifications")
     text = call.params["id"]
     missing = f"no notification {text}"
-    if not text.isdigit() or len(text) > 18:
+    if not is_number(text) or len(text) > 18:
         raise NotFound(missing)
     try:
         view = call.ca.store.get_notification(int(text))  # type: ignore[attr-defined]

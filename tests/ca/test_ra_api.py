@@ -207,6 +207,10 @@ def test_errors_are_problem_details(ra: RaRunning, users: Users) -> None:
     _problem(ra.get("/orders", users.admin, params={"status": "BOGUS"}), 400)
     _problem(ra.get("/orders", users.admin, params={"limit": "-1"}), 400)
     _problem(ra.get("/orders", users.admin, params={"from": "yesterday"}), 400)
+    # digits that str.isdigit() accepts and int() refuses (found by the fuzz run)
+    _problem(ra.get("/orders", users.admin, params={"limit": "\u00b2"}), 400)
+    _problem(ra.post("/jobs/\u00b2/retry", users.admin), 404)
+    _problem(ra.post("/notifications/\u00b2/resend", users.admin), 404)
     unreadable = {"client": ACCOUNT, "product": SILVER, "csr": "AAAA"}
     garbage = _problem(ra.post("/orders", users.admin, json=unreadable), 400)
     assert garbage["failInfo"] == "badRequest"  # an unreadable CSR still leaves a FAILED order
