@@ -32,7 +32,9 @@ from ca.keys import KeyBackend, KeyBackendError, backend_from_settings
 from ca.profiles.builder import build_tbs
 from ca.profiles.errors import EmailNotAllowed, ProfileError, ValidityTooLong
 from ca.profiles.lint import DEVELOPMENT_IGNORED_CODES, LintFailed
-from ca.profiles.types import CaEndpoints, IssuanceRequest, Organization
+from ca.profiles.types import CaEndpoints, IssuanceRequest
+from ca.ra.caa import CaaRefused
+from ca.ra.dns import DnsUnavailable
 from ca.settings.loader import load_ca_settings
 from ca.settings.types import Approval, CaSettings, ProductSettings
 from ca.store.model import (
@@ -283,13 +285,14 @@ class CertificateAuthority(OrderChecks, Closing):
                 surname=surname,
             )
             prepared = build_tbs(
-                product.profile, request, Organization.from_account(account), self.issuing_cert,
+                product.profile, request, self.organization(account, order), self.issuing_cert,
                 self.endpoints(), now=self.clock(),
             )  # fmt: skip
             changes = list(prepared.changes)
             if changes:
                 self.store.record_subject_changes(order.id, changes)
             step = self.store.advance(order.id, S.PRE_VALIDATION)
+            self.check_caa(order)
             self.linter.check_prepared(prepared)
             step = self.store.advance(order.id, S.PRE_ISSUE)
             issuer_key = self.keys.load(self.settings.ca.issuing.key_label)
@@ -297,8 +300,10 @@ class CertificateAuthority(OrderChecks, Closing):
             certificate = prepared.sign(issuer_key)
         except ValidityTooLong as exc:
             self._refuse(order, str(exc), "bad_request")
-        except EmailNotAllowed as exc:
+        except (EmailNotAllowed, CaaRefused) as exc:
             self._refuse(order, str(exc), "bad_identity")
+        except DnsUnavailable as exc:
+            self._refuse(order, f"CAA lookup failed, nothing issued: {exc}", "unavailable")
         except LintFailed as exc:
             self._refuse(order, f"pre-issuance lint failed: {exc}", "bad_request")
         except ProfileError as exc:

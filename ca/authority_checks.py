@@ -6,6 +6,7 @@ Split out of :mod:`ca.authority` (which re-exports these names).
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import threading
 from collections.abc import Callable
@@ -19,8 +20,11 @@ from ca.keys import KeyType
 from ca.profiles.builder import check_public_key
 from ca.profiles.errors import KeyNotAllowed, ProfileError
 from ca.profiles.lint import CertificateLinter
+from ca.profiles.types import Organization
+from ca.ra.caa import CaaDecision, require_issuemail
 from ca.settings.types import AccountSettings, CaSettings, ProductSettings, Validity
 from ca.store.model import OrderView
+from ca.store.orders import Store
 from config.errors import CmcgateError
 
 _linters: dict[frozenset[str], CertificateLinter] = {}
@@ -78,6 +82,7 @@ class OrderChecks:
     """The checks of :class:`ca.authority.CertificateAuthority` before a key is touched."""
 
     settings: CaSettings
+    store: Store
     clock: Callable[[], datetime]
 
     def _refuse(self, order: OrderView, reason: str, category: str) -> NoReturn:
@@ -138,12 +143,37 @@ class OrderChecks:
 
     # -- identity hooks (the RA service extends these) --------------------------------------
     def email_validated(self, account: AccountSettings, email: str) -> bool:
-        """The address lies in one of the account's validated domains (ca.yaml's list)."""
-        return account.email_allowed(email)
+        """The address lies in one of the account's validated domains: ca.yaml's
+        ``email_domains`` (validated by the operator) or a domain the account validated
+        through DNS (:mod:`ca.ra.domains`, not lapsed), each with its subdomains."""
+        if account.email_allowed(email):
+            return True
+        domain = email.rpartition("@")[2].strip().lower()
+        return bool(domain) and self.store.domain_validated(account.id, domain, self.clock())
+
+    def organization(self, account: AccountSettings, order: OrderView) -> Organization:
+        """The account's organisation for the profile builder, whose validated domains are
+        ca.yaml's plus those of the order's addresses that :meth:`email_validated` or
+        :meth:`mailbox_confirmed` covers (the builder refuses any other address)."""
+        org = Organization.from_account(account)
+        extra = tuple(
+            e.rpartition("@")[2].lower() for e in order.emails
+            if not account.email_allowed(e)
+            and (self.email_validated(account, e) or self.mailbox_confirmed(order, e))
+        )  # fmt: skip
+        if not extra:
+            return org
+        return dataclasses.replace(org, validated_domains=org.validated_domains + extra)
+
+    def check_caa(self, order: OrderView) -> tuple[CaaDecision, ...]:
+        """RFC 9495 ``issuemail`` at PRE_VALIDATION for the domain of every address
+        (:mod:`ca.ra.caa`); raises CaaRefused or DnsUnavailable, which the authority turns
+        into a failed order (badIdentity, resp. try later)."""
+        return require_issuemail(self.settings.ra, order.emails)
 
     def mailbox_confirmed(self, order: OrderView, email: str) -> bool:
         """The holder of ``email`` answered this order's email challenge (mailbox control)."""
-        return False
+        return self.store.mailbox_confirmed(order.id, email)
 
     def unvalidated_emails(self, order: OrderView, emails: tuple[str, ...]) -> tuple[str, ...]:
         """The order's addresses that neither a validated domain nor a confirmed mailbox

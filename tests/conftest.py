@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.softhsm",
     "tests.fixtures.slapd",
     "tests.fixtures.smtp_sink",
+    "tests.fixtures.dns",
 ]

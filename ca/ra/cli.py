@@ -6,7 +6,12 @@ import importlib
 from typing import Any
 
 #: modules with a ``register(sub)`` that adds ``cmcgate ca`` subcommands
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES: tuple[str, ...] = (
+    "ca.ra.auth_cli",
+    "ca.ra.keygen_cli",
+    "ca.ra.domains_cli",
+    "ca.ra.notify_cli",
+)
 
 
 def register_ra_commands(sub: Any) -> None:

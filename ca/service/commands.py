@@ -27,6 +27,7 @@ def cmd_serve(args: Any) -> int:
         http=parse_listen(args.http_listen, 8480) if args.http_listen else None,
         hosts=list(args.hostname or ()),
         body_timeout=args.body_timeout,
+        ra=parse_listen(args.ra_listen, 8444) if args.ra_listen else None,
     )
     asyncio.run(service.serve_forever())
     return 0
@@ -67,6 +68,7 @@ def register_service_commands(sub: Any) -> None:
     p.add_argument("--listen", default="127.0.0.1:8443", help="HTTPS HOST:PORT for CMC")
     p.add_argument("--http-listen", help="HTTP HOST:PORT for /crl and /certs (default ca.listen)")
     p.add_argument("--hostname", action="append", help="extra DNS name/IP for the TLS certificate")
+    p.add_argument("--ra-listen", help="HTTPS HOST:PORT for the RA REST API (default ra.listen)")
     p.add_argument(
         "--body-timeout", type=float, default=BODY_TIMEOUT, metavar="SECONDS",
         help=f"time a client has to send a request body (default {BODY_TIMEOUT:g})",

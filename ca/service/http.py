@@ -44,6 +44,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ca.authority import CertificateAuthority
+from ca.ra.challenges import schedule_challenge_expiry
+from ca.ra.confirm_page import add_confirmation_routes
+from ca.ra.notify import schedule_expiry_warnings
+from ca.ra.services import RaServices
 from ca.recovery import recover
 from ca.service.certs import ServiceMaterial, ensure_service_material, write_infra_crl
 from ca.service.cmc import MAX_BODY, CmcService, Query, decode_get_message
@@ -123,6 +127,8 @@ class CaService:
     hosts: list[str] = field(default_factory=list)
     workers: int = 4
     body_timeout: float = BODY_TIMEOUT
+    #: the RA REST API's HTTPS address (None: ``ra.listen`` of ca.yaml, unset: no listener)
+    ra: tuple[str, int] | None = None
 
     def __post_init__(self) -> None:
         self._ca: CertificateAuthority | None = None
@@ -133,6 +139,8 @@ class CaService:
         self._lock = threading.Lock()
         self.https_port = 0
         self.http_port = 0
+        self.ra_port = 0
+        self._ra_services: RaServices | None = None
         self._scheduler: Any = None
         #: files answered from /crl and /certs, by path (200s only)
         self.served: Counter[str] = Counter()
@@ -153,6 +161,7 @@ class CaService:
             if self._ca is not None:
                 self._retired.append(self._ca)  # in-flight requests may still use it
             self._ca = ca
+            self._ra_services = RaServices.build(ca)
             self._service = CmcService(ca, material.signer, material.infra_cert)
         return self._service
 
@@ -262,6 +271,8 @@ class CaService:
             middlewares=[request_log, _no_traces], client_max_size=MAX_BODY + 4096
         )
         app.router.add_get(r"/{folder:crl|certs}/{name}", self._file)
+        if not cmc:  # the mailbox holder's email-challenge page (ca.ra.confirm_page)
+            add_confirmation_routes(app, lambda: getattr(self, "ra_services", None))
         if cmc:
             for path in ("/ws/cmc", "/cmc"):
                 app.router.add_post(path, self._cmc)
@@ -297,9 +308,38 @@ class CaService:
                 self.https_port = bound
             else:
                 self.http_port = bound
+        await self._start_ra()
         self._start_scheduler()
         log.info("CMC over https on %s:%d, CRL/AIA over http on %s:%d",
                  self.https[0], self.https_port, self.http[0], self.http_port)  # fmt: skip
+
+    async def _start_ra(self) -> None:
+        """The RA REST API on ``ra`` (``--ra-listen``) or ``ra.listen`` of ca.yaml, if set."""
+        listen = self.ra or self.ca.settings.ra.listen
+        if listen is None:
+            return
+        from ca.ra.mount import start_ra_listener
+
+        runner, self.ra_port = await start_ra_listener(
+            self._current_ra, self._pool, listen,
+            (self.material.tls_cert_file, self.material.tls_key_file),
+            body_timeout=self.body_timeout,
+        )  # fmt: skip
+        self._runners.append(runner)
+        log.info("RA API over https on %s:%d", listen[0], self.ra_port)
+
+    @property
+    def ra_services(self) -> RaServices | None:
+        """The RA services of the current CA (rebuilt on reload); None before the start."""
+        return self._ra_services
+
+    @ra_services.setter
+    def ra_services(self, services: RaServices | None) -> None:
+        self._ra_services = services
+
+    def _current_ra(self) -> RaServices:
+        assert self._ra_services is not None
+        return self._ra_services
 
     def _start_scheduler(self) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
@@ -316,6 +356,16 @@ class CaService:
         from ca.publish.publisher import schedule_publisher
 
         schedule_publisher(scheduler, lambda: self.ca)  # LDAP publication, when ca.ldap is set
+        from ca.ra.cleanup import schedule_cleanup
+        from ca.ra.keygen import schedule_p12_purge
+
+        schedule_p12_purge(scheduler, lambda: self.ca)  # unpicked PKCS#12 files, daily
+        schedule_cleanup(scheduler, lambda: self.ca)  # lost orders (UNKNOWN), overdue renewals
+        from ca.ra.domains import schedule_domain_checks
+
+        schedule_domain_checks(scheduler, lambda: self.ca)  # DNS domain re-checks (ra.domains)
+        schedule_expiry_warnings(scheduler, lambda: self.ca)  # ca.ra.notify, daily
+        schedule_challenge_expiry(scheduler, lambda: self.ca)  # ca.ra.challenges
         extra = getattr(self, "extra_jobs", None)
         if extra is not None:
             extra(scheduler, self)

@@ -50,13 +50,14 @@ from ca.store.model import (
     UnknownOrder,
     check_transition,
 )
+from ca.store.ra import RaStoreMixin
 from config.closing import Closing
 from config.redact import scrub
 
 __all__ = ["Store", "default_dsn"]
 
 
-class Store(CertificatesMixin, JobsMixin, Closing):
+class Store(CertificatesMixin, JobsMixin, RaStoreMixin, Closing):
     """Typed access to the CA database. Create with :meth:`open`."""
 
     @classmethod

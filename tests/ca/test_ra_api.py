@@ -1,0 +1,237 @@
+"""The RA REST API over real HTTPS: orders to certificates `openssl` accepts, revocation into
+the CRL, permissions and tenant isolation, problem+json errors, an audit record per call."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from ca.store.audit import audit_records
+from gateway.main import main
+from tests.ca.ra_fixtures import (
+    ACCOUNT,
+    MANUAL,
+    OTHER,
+    OTHER_SILVER,
+    SILVER,
+    RaRunning,
+    csr_pem,
+    start_ra,
+)
+
+ALL = ["read", "issue", "revoke", "approve", "publish", "comment", "domains"]
+
+
+@dataclass
+class Users:
+    admin: str  # every permission on example.ra
+    reader: str  # read only on example.ra
+    other: str  # every permission on other.ra
+
+
+@pytest.fixture(scope="module")
+def ra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RaRunning]:
+    running = start_ra(tmp_path_factory.mktemp("ra-api"))
+    try:
+        yield running
+    finally:
+        running.thread.stop()
+
+
+@pytest.fixture(scope="module")
+def users(ra: RaRunning) -> Users:
+    return Users(
+        admin=ra.jwt("admin", ra.user("admin", {ACCOUNT: ALL})),
+        reader=ra.jwt("reader", ra.user("reader", {ACCOUNT: ["read"]})),
+        other=ra.jwt("other", ra.user("other", {OTHER: ALL})),
+    )
+
+
+def _order(ra: RaRunning, token: str, email: str, **extra: object) -> requests.Response:
+    body = {"client": ACCOUNT, "product": SILVER, "csr": csr_pem(email), **extra}
+    return ra.post("/orders", token, json=body)
+
+
+def _problem(answer: requests.Response, status: int) -> dict:
+    assert answer.status_code == status, answer.text
+    assert answer.headers["Content-Type"].startswith("application/problem+json")
+    problem = answer.json()
+    assert problem["status"] == status and problem["title"] and problem["type"]
+    return problem
+
+
+def _openssl(*args: str, data: bytes | None = None) -> str:
+    done = subprocess.run(["openssl", *args], input=data, capture_output=True, check=True)
+    return done.stdout.decode()
+
+
+def test_an_order_with_a_csr_is_issued_and_openssl_verifies_the_certificate(
+    ra: RaRunning, users: Users, tmp_path: Path
+) -> None:
+    answer = _order(ra, users.admin, "alice@example.org", comment="first order")
+    assert answer.status_code == 201, answer.text
+    order = answer.json()
+    assert order["status"] == "ISSUED" and order["emails"] == ["alice@example.org"]
+    assert order["requestedBy"] == "api:admin" and order["id"].startswith("ord-")
+    cert = tmp_path / "alice.pem"
+    cert.write_text(order["certificate"])
+    (tmp_path / "chain.pem").write_text("".join(order["chain"][:-1]))
+    out = _openssl("verify", "-CAfile", str(ra.directory / "root-ca.pem"),
+                   "-untrusted", str(tmp_path / "chain.pem"), str(cert))  # fmt: skip
+    assert out.strip().endswith("OK")
+    got = ra.get(f"/orders/{order['id']}", users.admin).json()
+    assert got["status"] == "ISSUED" and got["certificateSerial"] == order["certificateSerial"]
+    assert [h["to"] for h in got["statusHistory"]][-1] == "ISSUED"
+    comments = ra.get(f"/orders/{order['id']}/comments", users.admin).json()
+    assert [c["text"] for c in comments] == ["first order"]
+
+
+def test_downloads_in_pem_der_and_p7b_are_read_by_openssl(ra: RaRunning, users: Users) -> None:
+    serial = _order(ra, users.admin, "dl@example.org").json()["certificateSerial"]
+    path = f"/certificates/{serial}/download"
+    pem = ra.get(path, users.admin)
+    assert pem.headers["Content-Type"].startswith("application/pem-certificate-chain")
+    assert pem.text.count("BEGIN CERTIFICATE") == 3
+    der = ra.get(path, users.admin, params={"format": "der"})
+    assert der.headers["Content-Type"].startswith("application/pkix-cert")
+    printed = _openssl("x509", "-inform", "DER", "-noout", "-serial", data=der.content)
+    assert int(printed.strip().split("=")[1], 16) == int(serial, 16)
+    p7b = ra.get(path, users.admin, params={"format": "p7b"})
+    assert p7b.headers["Content-Type"].startswith("application/pkcs7-mime")
+    printed = _openssl("pkcs7", "-inform", "DER", "-print_certs", "-noout", data=p7b.content)
+    assert printed.count("subject=") == 3
+    _problem(ra.get(path, users.admin, params={"format": "zip"}), 400)
+    details = ra.get(f"/certificates/{serial}", users.admin).json()
+    assert details["status"] == "VALID" and details["emails"] == ["dl@example.org"]
+    assert len(details["sha256"]) == 64 and details["revocation"] is None
+
+
+def test_revocation_puts_the_serial_in_the_crl_and_is_not_done_twice(
+    ra: RaRunning, users: Users
+) -> None:
+    serial = _order(ra, users.admin, "gone@example.org").json()["certificateSerial"]
+    _problem(ra.post(f"/certificates/{serial}/revoke", users.reader,
+                     json={"reason": "keyCompromise"}), 403)  # fmt: skip
+    _problem(ra.post(f"/certificates/{serial}/revoke", users.admin,
+                     json={"reason": "certificateHold"}), 400)  # fmt: skip
+    _problem(ra.post(f"/certificates/{serial}/revoke", users.admin, json={"reason": "fly"}), 400)
+    answer = ra.post(f"/certificates/{serial}/revoke", users.admin,
+                     json={"reason": "keyCompromise", "comment": "laptop stolen"})  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["revocation"]["reason"] == "keyCompromise"
+    crl = requests.get(f"http://127.0.0.1:{ra.service.http_port}/crl/issuing.crl", timeout=30)
+    text = _openssl("crl", "-inform", "DER", "-noout", "-text", data=crl.content)
+    assert f"Serial Number: {serial.upper().zfill(len(serial) + len(serial) % 2)}" in text, text
+    assert "Key Compromise" in text
+    _problem(ra.post(f"/certificates/{serial}/revoke", users.admin,
+                     json={"reason": "superseded"}), 409)  # fmt: skip
+    listed = ra.get("/certificates", users.admin, params={"status": "REVOKED"}).json()
+    assert serial in [c["serial"] for c in listed]
+
+
+def test_an_address_outside_the_validated_domains_is_refused_with_the_order_id(
+    ra: RaRunning, users: Users
+) -> None:
+    problem = _problem(_order(ra, users.admin, "mallory@elsewhere.org"), 403)
+    assert problem["failInfo"] == "badIdentity" and problem["orderId"].startswith("ord-")
+    failed = ra.get(f"/orders/{problem['orderId']}", users.admin).json()
+    assert failed["status"] == "FAILED" and "elsewhere.org" in failed["failureReason"]
+
+
+def test_users_see_only_their_clients_orders_and_need_the_permission(
+    ra: RaRunning, users: Users
+) -> None:
+    order = _order(ra, users.admin, "private@example.org").json()
+    _problem(ra.get(f"/orders/{order['id']}", users.other), 404)
+    _problem(ra.get(f"/certificates/{order['certificateSerial']}", users.other), 404)
+    _problem(ra.post(f"/orders/{order['id']}/comments", users.other, json={"text": "hi"}), 404)
+    assert order["id"] not in [o["id"] for o in ra.get("/orders", users.other).json()]
+    _problem(ra.get("/orders", users.other, params={"client": ACCOUNT}), 404)
+    _problem(_order(ra, users.other, "x@example.org"), 404)  # no grant on example.ra
+    _problem(_order(ra, users.reader, "x@example.org"), 403)  # grant without issue
+    _problem(ra.post(f"/orders/{order['id']}/comments", users.reader, json={"text": "x"}), 403)
+    own = ra.post("/orders", users.other, json={
+        "client": OTHER, "product": OTHER_SILVER, "csr": csr_pem("bob@other.org")})  # fmt: skip
+    assert own.status_code == 201 and own.json()["status"] == "ISSUED"
+    found = ra.get("/orders", users.reader, params={"email": "private@example.org"}).json()
+    assert [o["id"] for o in found] == [order["id"]]
+
+
+def test_a_manual_product_waits_for_an_approver(ra: RaRunning, users: Users) -> None:
+    answer = ra.post("/orders", users.admin, json={
+        "client": ACCOUNT, "product": MANUAL, "csr": csr_pem("wait@example.org")})  # fmt: skip
+    assert answer.status_code == 201 and answer.json()["status"] == "PENDING_AUTHORIZATION"
+    order_id = answer.json()["id"]
+    pending = ra.get("/orders", users.reader, params={"status": "PENDING_AUTHORIZATION"}).json()
+    assert order_id in [o["id"] for o in pending]
+    _problem(ra.post(f"/orders/{order_id}/approve", users.reader), 403)
+    approved = ra.post(f"/orders/{order_id}/approve", users.admin)
+    assert approved.status_code == 200 and approved.json()["status"] == "ISSUED"
+    _problem(ra.post(f"/orders/{order_id}/approve", users.admin), 409)
+
+
+def test_products_clients_jobs_and_comments(ra: RaRunning, users: Users) -> None:
+    products = {p["id"]: p for p in ra.get("/products", users.admin).json()}
+    assert set(products) == {SILVER, MANUAL}
+    assert products[MANUAL]["approval"] == "manual" and products[SILVER]["keyGeneration"] == "csr"
+    clients = ra.get("/clients", users.admin).json()
+    assert clients[0]["emailDomains"] == ["example.org"]
+    assert clients[0]["permissions"] == sorted(ALL)
+    assert ra.get("/jobs", users.admin).json() == []
+    serial = _order(ra, users.admin, "pub@example.org").json()["certificateSerial"]
+    _problem(ra.post(f"/certificates/{serial}/publish", users.admin), 409)  # no ca.ldap
+    _problem(ra.post(f"/certificates/{serial}/publish", users.reader), 403)
+    _problem(ra.post("/jobs/999999/retry", users.admin), 404)
+    added = ra.post(f"/certificates/{serial}/comments", users.admin, json={"text": "checked"})
+    assert added.status_code == 201 and added.json()["author"] == "api:admin"
+    listed = ra.get(f"/certificates/{serial}/comments", users.reader).json()
+    assert [c["text"] for c in listed] == ["checked"]
+
+
+def test_errors_are_problem_details(ra: RaRunning, users: Users) -> None:
+    _problem(ra.get("/no/such/thing", users.admin), 404)
+    _problem(ra.request("DELETE", "/orders", users.admin), 405)
+    _problem(ra.post("/orders", users.admin, data=b"{not json",
+                     headers={"Content-Type": "application/json"}), 400)  # fmt: skip
+    _problem(ra.post("/orders", users.admin, json=["a list"]), 400)
+    _problem(ra.post("/orders", users.admin, json={"client": ACCOUNT, "product": SILVER,
+                                                   "csr": "!!not base64!!"}), 400)  # fmt: skip
+    _problem(ra.post("/orders", users.admin, data=b"x" * (300 * 1024)), 413)
+    _problem(ra.get("/orders/ord-nope", users.admin), 404)
+    _problem(ra.get("/certificates/zz", users.admin), 404)
+    _problem(ra.get("/orders", users.admin, params={"status": "BOGUS"}), 400)
+    _problem(ra.get("/orders", users.admin, params={"limit": "-1"}), 400)
+    _problem(ra.get("/orders", users.admin, params={"from": "yesterday"}), 400)
+    # digits that str.isdigit() accepts and int() refuses (found by the fuzz run)
+    _problem(ra.get("/orders", users.admin, params={"limit": "\u00b2"}), 400)
+    _problem(ra.post("/jobs/\u00b2/retry", users.admin), 404)
+    _problem(ra.post("/notifications/\u00b2/resend", users.admin), 404)
+    unreadable = {"client": ACCOUNT, "product": SILVER, "csr": "AAAA"}
+    garbage = _problem(ra.post("/orders", users.admin, json=unreadable), 400)
+    assert garbage["failInfo"] == "badRequest"  # an unreadable CSR still leaves a FAILED order
+
+
+def test_every_call_is_audited_and_the_chain_stays_intact(
+    ra: RaRunning, users: Users, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = ra.service.ca.store
+    before = len([r for r in audit_records(store) if r.event_type == "api_call"])
+    order = _order(ra, users.admin, "audit@example.org").json()
+    ra.get(f"/orders/{order['id']}", users.admin)
+    ra.get("/orders", None)
+    calls = [r for r in audit_records(store) if r.event_type == "api_call"][before:]
+    assert [(r.actor, r.subject, r.details["status"]) for r in calls] == [
+        ("admin", "POST /pki/api/v2/orders", 201),
+        ("admin", f"GET /pki/api/v2/orders/{order['id']}", 200),
+        ("anonymous", "GET /pki/api/v2/orders", 401),
+    ]
+    assert calls[0].details["order"] == order["id"]
+    assert calls[0].details["serial"] == order["certificateSerial"]
+    assert calls[0].details["account"] == ACCOUNT
+    assert main(["ca", "audit", "verify", "--dir", str(ra.directory)]) == 0
+    assert "audit log intact" in capsys.readouterr().out
