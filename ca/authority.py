@@ -36,7 +36,7 @@ from ca.profiles.types import CaEndpoints, IssuanceRequest
 from ca.ra.caa import CaaRefused
 from ca.ra.dns import DnsUnavailable
 from ca.settings.loader import load_ca_settings
-from ca.settings.types import Approval, CaSettings, ProductSettings
+from ca.settings.types import Approval, CaSettings, KeyGeneration, ProductSettings
 from ca.store.model import (
     CertificateView,
     OrderStatus,
@@ -147,8 +147,12 @@ class CertificateAuthority(OrderChecks, Closing):
         surname: str | None = None,
         transaction_id: int | None = None,
         sender_nonce: bytes | None = None,
+        server_side_key: bool = False,
     ) -> IssueResult:
-        """Open an order and issue it now, or leave it PENDING_AUTHORIZATION (manual products)."""
+        """Open an order and issue it now, or leave it PENDING_AUTHORIZATION (manual products).
+
+        ``server_side_key``: the CSR was made by the CA's own key generation (:mod:`ca.ra.keygen`);
+        a product with ``key_generation: pkcs12`` refuses any other CSR."""
         csr: x509.CertificateSigningRequest | None = None
         subject_text, unreadable = "", ""
         emails: tuple[str, ...] = ()
@@ -172,6 +176,13 @@ class CertificateAuthority(OrderChecks, Closing):
         if csr is None:  # even an unreadable request leaves a FAILED, audited order
             self._refuse(order, unreadable, "bad_request")
         product = self._checked(order, csr, emails, validity)
+        if not product.key_generation.allows(server_side_key):
+            how = (
+                "server-side key generation (PKCS#12)"
+                if product.key_generation is KeyGeneration.PKCS12
+                else "a CSR of the subscriber's own key"
+            )
+            self._refuse(order, f"product {product.id} is issued only with {how}", "bad_request")
         return self._proceed(order, csr, product, given_name, surname)
 
     def _proceed(

@@ -183,7 +183,7 @@ class KeygenService:
         try:
             result = self.ca.submit(
                 csr_der, account, product, validity, requested_by=requested_by,
-                given_name=given_name, surname=surname,
+                given_name=given_name, surname=surname, server_side_key=True,
             )  # fmt: skip
         except OrderRefused as exc:
             raise KeygenError(

@@ -165,7 +165,8 @@ class _Operations:
         if result.certificate is None:
             token = os.urandom(16)
             self.ca.store.set_pend_token(order.id, token)
-            return _pending(body_part_id, token, self.now, f"order {order.id} waits for approval")
+            note = f"order {order.id} is {order.status.value}"
+            return _pending(body_part_id, token, self.now, note)
         self.outcome.add_certificates([result.certificate, *result.chain])
         serial = f"{result.certificate.serial_number:x}"
         return StatusInfo(CMCStatus.SUCCESS, (body_part_id,), f"order {order.id} issued {serial}")

@@ -72,7 +72,10 @@ def _add_products(ca_yaml: Path) -> None:
     doc["products"]["org"] = copy(profile="organization")
     doc["products"]["silver-manual"] = copy(approval="manual")
     doc["products"]["gold-manual"] = copy(profile="sponsor", approval="manual")
-    doc["accounts"][ACCOUNT]["products"] = ["silver", "gold", "org", "silver-manual", "gold-manual"]
+    doc["products"]["silver-p12"] = copy(key_generation="pkcs12")
+    doc["accounts"][ACCOUNT]["products"] = [
+        "silver", "gold", "org", "silver-manual", "gold-manual", "silver-p12"
+    ]  # fmt: skip
     doc["accounts"][OTHER_ACCOUNT] = {
         "organisation": {"name": "Other GmbH", "country": "DE"},
         "email_domains": ["other.example"],
@@ -492,6 +495,24 @@ def test_a_manual_product_waits_for_an_ra_operator_and_is_issued_on_approval(
 
     with pytest.raises(OrderRefused, match="is ISSUED, not waiting for approval"):
         bundled.authority.approve(submitted.order.id, "rita.operator")
+
+
+def test_a_pkcs12_only_product_refuses_a_subscribers_csr_and_takes_the_cas_own(
+    bundled: BundledCa,
+) -> None:
+    csr = make_csr(ec_key(), (f"pia@{DOMAIN}",))
+    with pytest.raises(OrderRefused, match="only with server-side key generation") as refused:
+        bundled.authority.submit(csr, ACCOUNT, "silver-p12", requested_by="cmc:ra")
+    assert refused.value.category == "bad_request"
+    assert bundled.authority.store.get_order(refused.value.order_id or "").status.is_final
+    assert bundled.authority.store.find_certificates(email=f"pia@{DOMAIN}") == []
+
+    made = bundled.authority.submit(
+        csr, ACCOUNT, "silver-p12", requested_by="ra", server_side_key=True
+    )
+    assert made.certificate is not None
+    with pytest.raises(OrderRefused, match="only with a CSR of the subscriber's own key"):
+        bundled.authority.submit(csr, ACCOUNT, "silver", requested_by="ra", server_side_key=True)
 
 
 def test_the_operator_approving_a_gold_order_gives_the_validated_personal_name(
