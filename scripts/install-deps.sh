@@ -4,8 +4,9 @@
 # python3-venv: scripts/bootstrap-venv.sh falls back to /usr/bin/python3 (Debian 12: 3.11)
 # when there is no pyenv; its venv needs ensurepip. Nothing is compiled (every dependency,
 # python-pkcs11 included, has cp311 manylinux wheels), so no python3-dev or compiler.
+# curl, jq: docs/ra-api.md talks to the RA REST API with them, and a test runs it as pasted.
 set -euo pipefail
-packages=(softhsm2 opensc slapd ldap-utils openssl python3-venv gpgsm)
+packages=(softhsm2 opensc slapd ldap-utils openssl python3-venv gpgsm curl jq)
 missing=()
 for pkg in "${packages[@]}"; do
     status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
