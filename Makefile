@@ -38,7 +38,7 @@ test: deps $(STAMP) lint pytest
 demo: deps $(STAMP)
 	$(BIN)/python scripts/demo.py
 
-BENCHES ?= cmc keys ca ca_cmc dkim_signing smime broker gateway postfix_front
+BENCHES ?= cmc keys ca ca_cmc ra_rest dkim_signing smime broker gateway postfix_front
 
 bench: deps $(STAMP)
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done

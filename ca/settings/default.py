@@ -157,4 +157,17 @@ products:
     approval: {product_approval}              # auto | manual (an RA operator authorizes each order)
     allow_simple_request: false # accept a bare PKCS#10 (RFC 5272 Simple PKI Request)
     publish_ldap: {"true" if ldap_url else "false"}
+    # key_generation: csr       # csr | pkcs12 (the CA makes the key, PIN-protected PKCS#12) | both
+    # mailbox_validation: false # true: addresses outside validated domains get an email challenge
+
+# the RA service (docs/ra-api.md, docs/ra-mail.md): REST API, DNS domain pre-validation, CAA,
+# mail notifications and challenges, PKCS#12 pick-up. Every key is optional.
+# ra:
+#   listen: "127.0.0.1:8444"             # REST API over HTTPS (or: ca serve --ra-listen)
+#   public_url: "https://ra.example.com:8444"   # links in mails
+#   caa_identities: ["ca.example.com"]   # RFC 9495 issuemail values naming this CA: CAA is
+#                                        # checked at PRE_VALIDATION when set
+#   dns: {{nameservers: ["127.0.0.1"], port: 53}}   # default: the system resolver
+#   mail: {{host: "127.0.0.1", port: 25, from: "CA <ca@example.com>"}}
+#   notifications: {{expiry_warning_days: [30, 7]}}
 """

@@ -299,3 +299,16 @@ def test_a_corrupted_line_in_a_good_file_only_raises_the_settings_error(
         parse_ca_settings("\n".join(lines), "fuzz.yaml", base_dir=Path("/tmp"))
     except SettingsError as err:
         assert str(err).startswith("fuzz.yaml")
+
+
+def test_the_commented_ra_block_of_the_default_ca_yaml_parses_when_uncommented() -> None:
+    text = dump_default_ca_yaml()
+    assert parse_ca_settings(text).ra.listen is None  # off until asked for
+    start = text.index("# ra:")
+    block = "\n".join(line[2:] for line in text[start:].splitlines() if line.startswith("# "))
+    block = "\n".join(line.split("  #")[0] for line in block.splitlines() if line.strip())
+    ra = parse_ca_settings(text[:start] + block + "\n").ra
+    assert ra.listen == ("127.0.0.1", 8444)
+    assert ra.caa_identities == ("ca.example.com",)
+    assert ra.dns.nameservers == ("127.0.0.1",) and ra.mail.port == 25
+    assert ra.notifications.expiry_warning_days == (30, 7)
