@@ -84,6 +84,8 @@ class Notifier:
     def __init__(self, ca: RaContext, mailer: Mailer | None = None) -> None:
         self.ca = ca
         self.mailer = mailer or Mailer(ca.settings.ra.mail)
+        #: order confirmations and expiry warnings go out only to a configured mail server
+        self.notifying = mailer is not None or ca.settings.ra.mail_configured
 
     @property
     def store(self) -> Store:
@@ -208,6 +210,8 @@ class Notifier:
     # -- events -----------------------------------------------------------------------------
     def order_issued(self, order: OrderView, certificate: x509.Certificate) -> None:
         """The order confirmation to the certificate's addresses (``ca.on_issued``)."""
+        if not self.notifying:
+            return
         serial = format(certificate.serial_number, "x")
         for email in dict.fromkeys(e.lower() for e in order.emails):
             try:
@@ -223,6 +227,8 @@ class Notifier:
         returns how many mails were sent. Recipients: the certificate's addresses and its
         additional renewal emails. Each (certificate, threshold, recipient) gets one mail
         ever; one that FAILED is tried again by the next run."""
+        if not self.notifying:
+            return 0
         at = (now or self._now()).astimezone(UTC)
         sent = 0
         days_list = sorted(self.ca.settings.ra.notifications.expiry_warning_days)

@@ -97,6 +97,10 @@ class RaSettings:
     dns: DnsSettings = field(default_factory=DnsSettings)
     caa_identities: tuple[str, ...] = ()
     mail: MailSettings = field(default_factory=MailSettings)
+    #: ``ra.mail`` is in ca.yaml: without it the CA sends no order confirmations or expiry
+    #: warnings (a gateway's automatic enrolments must not mail every user by surprise); the
+    #: processes that need a mail (challenge, PKCS#12 PIN) still try the default server
+    mail_configured: bool = False
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
     challenge_hours: int = 24
     pkcs12: Pkcs12Settings = field(default_factory=Pkcs12Settings)
@@ -129,6 +133,7 @@ def parse_ra(top: Section, directory: Path) -> RaSettings:
         dns=_dns(sec),
         caa_identities=_caa_identities(sec),
         mail=_mail(sec, directory),
+        mail_configured=sec.has("mail"),
         notifications=_notifications(sec),
         challenge_hours=sec.integer("challenge_hours", 24, 1, 24 * 30),
         pkcs12=_pkcs12(sec),

@@ -141,6 +141,21 @@ def test_an_issued_order_mails_a_confirmation_recorded_as_sent(
     assert any(r.subject == cert.order_id for r in events)
 
 
+def test_without_ra_mail_in_ca_yaml_issuance_mails_and_records_nothing(
+    bundled: Bundled, smtp_sink: SmtpSink
+) -> None:
+    assert not bundled.ca.settings.ra.mail_configured  # ca init's ca.yaml has no ra.mail
+    notifier = Notifier(bundled.ca)  # the mailer ca.yaml gives: none configured
+    bundled.ca.on_issued = notifier.order_issued
+    try:
+        cert = _issue(bundled.ca, "gina@example.org")
+    finally:
+        bundled.ca.on_issued = lambda order, certificate: None
+    assert notifier.list(order_id=cert.order_id) == []
+    assert notifier.expiry_warnings(cert.not_after - timedelta(days=1)) == 0
+    assert _to(smtp_sink, "gina@example.org") == []
+
+
 def test_an_smtp_outage_is_recorded_failed_and_resend_delivers_later(bundled: Bundled) -> None:
     sink = SmtpSink()  # its port, nothing listening yet
     notifier = Notifier(bundled.ca, _mailer(sink.port))
