@@ -30,6 +30,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -178,44 +180,67 @@ def direct_rate(service: CaService, pairs: list[Pair], seconds: float) -> float:
             return count / (now - start)
 
 
+@contextmanager
+def running_ca(
+    tmp: Path, key_type: KeyType, seconds: float, workers: int, **service_kwargs: Any
+) -> Iterator[tuple[CaService, float, Path]]:
+    """A CA on a fresh SoftHSM2 token served on loopback (``service_kwargs`` go to
+    :class:`CaService`), the raw sign rate of its issuing key type on that token, and the
+    gateway's properties file (access certificate included) for CMC to it."""
+    with softhsm_token_context(label="cmcgate-bench") as token:
+        directory = tmp / "ca"
+        initialise(
+            directory, key_backend="pkcs11", pkcs11_module=token.module_path,
+            token_label=token.token_label, pin_file=token.pin_file, key_type=key_type,
+            progress=lambda _line: None, base_url="http://pki.example.org",
+            account_id=ACCOUNT, email_domains=(DOMAIN,), product_id=PRODUCT,
+        )  # fmt: skip
+        with token.backend() as hsm:
+            raw = raw_sign_rate(hsm, key_type, min(seconds, 3.0))
+        service = CaService(
+            directory, https=("127.0.0.1", 0), http=("127.0.0.1", 0), workers=workers,
+            **service_kwargs,
+        )  # fmt: skip
+        thread = ServiceThread(service)
+        thread.start()
+        try:
+            access = issue_access_certificate(service.ca, ACCOUNT, PASSWORD)
+            p12 = tmp / f"{ACCOUNT}.p12"
+            p12.write_bytes(access.p12)
+            issuer = service.ca.issuing_cert.subject.rfc4514_string()
+            props = write_properties(
+                tmp, service.https_port, p12, issuer, directory / "root-ca.pem"
+            )
+            yield service, raw, props
+        finally:
+            thread.stop()
+
+
+def bench_arguments(doc: str | None, clients: str) -> argparse.Namespace | None:
+    """The options both CA benches take; None (after saying why) without SoftHSM2."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--clients", default=clients, help="parallel clients, comma-separated")
+    parser.add_argument("--key-type", default="rsa3072", help="CA key type (default rsa3072)")
+    parser.add_argument("--workers", type=int, default=4, help="server handler threads (4)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    reason = softhsm_missing_reason()
+    if reason is not None:
+        print(f"cannot run: {reason}", file=sys.stderr)
+        return None
+    logging.basicConfig(level=logging.ERROR)
+    args.client_counts = [int(n) for n in args.clients.split(",") if n.strip()]
+    args.key = KeyType.parse(args.key_type)
+    return args
+
+
 def run(seconds: float, clients: list[int], key_type: KeyType, workers: int) -> dict[str, Any]:
     pairs = make_csrs(64)
     with tempfile.TemporaryDirectory(prefix="cmcgate-bench-cmc-") as name:
-        tmp = Path(name)
-        with softhsm_token_context(label="cmcgate-bench") as token:
-            directory = tmp / "ca"
-            initialise(
-                directory,
-                key_backend="pkcs11",
-                pkcs11_module=token.module_path,
-                token_label=token.token_label,
-                pin_file=token.pin_file,
-                key_type=key_type,
-                progress=lambda _line: None,
-                base_url="http://pki.example.org",
-                account_id=ACCOUNT,
-                email_domains=(DOMAIN,),
-                product_id=PRODUCT,
-            )
-            with token.backend() as hsm:
-                raw = raw_sign_rate(hsm, key_type, min(seconds, 3.0))
-            service = CaService(
-                directory, https=("127.0.0.1", 0), http=("127.0.0.1", 0), workers=workers
-            )
-            thread = ServiceThread(service)
-            thread.start()
-            try:
-                access = issue_access_certificate(service.ca, ACCOUNT, PASSWORD)
-                p12 = tmp / f"{ACCOUNT}.p12"
-                p12.write_bytes(access.p12)
-                issuer = service.ca.issuing_cert.subject.rfc4514_string()
-                props = write_properties(
-                    tmp, service.https_port, p12, issuer, directory / "root-ca.pem"
-                )
-                direct = direct_rate(service, pairs, seconds)
-                rows = [enrol_rate(props, pairs, n, seconds) for n in clients]
-            finally:
-                thread.stop()
+        with running_ca(Path(name), key_type, seconds, workers) as (service, raw, props):
+            direct = direct_rate(service, pairs, seconds)
+            rows = [enrol_rate(props, pairs, n, seconds) for n in clients]
     for row in rows:
         row["ratio"] = row["enrolments_per_s"] / raw
         row["vs_direct"] = row["enrolments_per_s"] / direct
@@ -231,20 +256,10 @@ def run(seconds: float, clients: list[int], key_type: KeyType, workers: int) -> 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--clients", default="1,4,8", help="parallel clients, comma-separated")
-    parser.add_argument("--key-type", default="rsa3072", help="CA key type (default rsa3072)")
-    parser.add_argument("--workers", type=int, default=4, help="CMC handler threads (4)")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    reason = softhsm_missing_reason()
-    if reason is not None:
-        print(f"cannot run: {reason}", file=sys.stderr)
+    args = bench_arguments(__doc__, "1,4,8")
+    if args is None:
         return 1
-    logging.basicConfig(level=logging.ERROR)
-    clients = [int(n) for n in args.clients.split(",") if n.strip()]
-    result = run(args.seconds, clients, KeyType.parse(args.key_type), args.workers)
+    result = run(args.seconds, args.client_counts, args.key, args.workers)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

@@ -15,9 +15,7 @@ difference is the protocol: JWT check + JSON vs CMS-signed CMC request/response.
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import sys
 import tempfile
 import threading
@@ -31,22 +29,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import requests  # noqa: E402
 from ca_cmc import (  # noqa: E402  (bench/ca_cmc.py)
     ACCOUNT,
-    DOMAIN,
-    PASSWORD,
     PRODUCT,
     Pair,
+    bench_arguments,
     enrol_rate,
     make_csrs,
-    write_properties,
+    running_ca,
 )
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 
-from ca.init import initialise  # noqa: E402
-from ca.keys import KeyType, raw_sign_rate  # noqa: E402
-from ca.keys.softhsm import softhsm_missing_reason, softhsm_token_context  # noqa: E402
+from ca.keys import KeyType  # noqa: E402
 from ca.ra.auth import RaAuth  # noqa: E402
-from ca.service.certs import issue_access_certificate  # noqa: E402
-from ca.service.http import CaService, ServiceThread  # noqa: E402
 
 
 def rest_rate(
@@ -104,60 +97,31 @@ def run(seconds: float, clients: list[int], key_type: KeyType, workers: int) -> 
     pairs = make_csrs(64)
     with tempfile.TemporaryDirectory(prefix="cmcgate-bench-ra-") as name:
         tmp = Path(name)
-        with softhsm_token_context(label="cmcgate-bench-ra") as token:
-            directory = tmp / "ca"
-            initialise(
-                directory, key_backend="pkcs11", pkcs11_module=token.module_path,
-                token_label=token.token_label, pin_file=token.pin_file, key_type=key_type,
-                progress=lambda _line: None, base_url="http://pki.example.org",
-                account_id=ACCOUNT, email_domains=(DOMAIN,), product_id=PRODUCT,
-            )  # fmt: skip
-            with token.backend() as hsm:
-                raw = raw_sign_rate(hsm, key_type, min(seconds, 3.0))
-            service = CaService(directory, https=("127.0.0.1", 0), http=("127.0.0.1", 0),
-                                workers=workers, ra=("127.0.0.1", 0))  # fmt: skip
-            thread = ServiceThread(service)
-            thread.start()
-            try:
-                auth = RaAuth(service.ca)
-                auth.create_user("bench", {ACCOUNT: ["issue", "read"]}, by="bench")
-                jwt = auth.exchange("bench", auth.create_key("bench", by="bench"))
-                verify = tmp / "ra-trust.pem"
-                verify.write_bytes((directory / "infra-ca.pem").read_bytes()
-                                   + (directory / "root-ca.pem").read_bytes())  # fmt: skip
-                base = f"https://127.0.0.1:{service.ra_port}/pki/api/v2"
-                access = issue_access_certificate(service.ca, ACCOUNT, PASSWORD)
-                p12 = tmp / f"{ACCOUNT}.p12"
-                p12.write_bytes(access.p12)
-                issuer = service.ca.issuing_cert.subject.rfc4514_string()
-                props = write_properties(tmp, service.https_port, p12, issuer,
-                                         directory / "root-ca.pem")  # fmt: skip
-                rows = []
-                for n in clients:
-                    rest = rest_rate(base, str(verify), jwt, pairs, n, seconds)
-                    cmc = enrol_rate(props, pairs, n, seconds)
-                    rows.append({"clients": n, "rest": rest, "cmc": cmc})
-            finally:
-                thread.stop()
+        with running_ca(tmp, key_type, seconds, workers, ra=("127.0.0.1", 0)) as (
+            service, raw, props,
+        ):  # fmt: skip
+            auth = RaAuth(service.ca)
+            auth.create_user("bench", {ACCOUNT: ["issue", "read"]}, by="bench")
+            jwt = auth.exchange("bench", auth.create_key("bench", by="bench"))
+            directory = service.directory
+            verify = tmp / "ra-trust.pem"
+            verify.write_bytes((directory / "infra-ca.pem").read_bytes()
+                               + (directory / "root-ca.pem").read_bytes())  # fmt: skip
+            base = f"https://127.0.0.1:{service.ra_port}/pki/api/v2"
+            rows = []
+            for n in clients:
+                rest = rest_rate(base, str(verify), jwt, pairs, n, seconds)
+                cmc = enrol_rate(props, pairs, n, seconds)
+                rows.append({"clients": n, "rest": rest, "cmc": cmc})
     return {"key_type": key_type.value, "seconds": seconds, "workers": workers,
             "raw_sign_per_s": raw, "rows": rows}  # fmt: skip
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--clients", default="1,4", help="parallel clients, comma-separated")
-    parser.add_argument("--key-type", default="rsa3072", help="CA key type (default rsa3072)")
-    parser.add_argument("--workers", type=int, default=4, help="server worker threads (4)")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    reason = softhsm_missing_reason()
-    if reason is not None:
-        print(f"cannot run: {reason}", file=sys.stderr)
+    args = bench_arguments(__doc__, "1,4")
+    if args is None:
         return 1
-    logging.basicConfig(level=logging.ERROR)
-    clients = [int(n) for n in args.clients.split(",") if n.strip()]
-    result = run(args.seconds, clients, KeyType.parse(args.key_type), args.workers)
+    result = run(args.seconds, args.client_counts, args.key, args.workers)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
