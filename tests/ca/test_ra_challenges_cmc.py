@@ -1,0 +1,137 @@
+"""Mailbox control over real CMC/HTTPS: a gateway enrols an address outside the account's
+validated domains on a product with ``mailbox_validation``. The CMC answer is ``pending``
+with a pendToken, the email challenge reaches a real SMTP sink, the holder posts the code to
+the confirmation page over real HTTP, and the gateway's queryPending then gets the
+certificate (and a resend of the original request answers with the same certificate)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from ca.init import initialise
+from ca.keys import KeyType
+from ca.service.http import CaService, ServiceThread
+from ca.store.model import OrderStatus
+from cmc.client import CmcClient, EnrollmentPending
+from cmc.client_config import client_from_config
+from config.properties import load
+from gateway.devservices import SmtpSink
+from tests.ca.test_cmc_server import ACCOUNT, PASSWORD, _csr, _free_port, _service_cli, _write_props
+
+MBX = "example-mbx"
+OUTSIDE = "dora@mailbox.example.net"
+CODE_RE = re.compile(r"\b[A-Z2-7]{4}(?:-[A-Z2-7]{4}){5}\b")
+LINK_RE = re.compile(r"/ra/confirm/([A-Za-z0-9_-]+)")
+
+
+@dataclass
+class Served:
+    service: CaService
+    props: Path
+    sink: SmtpSink
+
+    def client(self) -> CmcClient:
+        pki = load(self.props).pki
+        assert pki is not None
+        return client_from_config(pki)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.service.http_port}{path}"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp("cmc-challenges")
+    sink = SmtpSink().start()
+    directory = tmp / "ca"
+    http_port = _free_port()
+    initialise(
+        directory, key_backend="software", key_type=KeyType.EC_P256, progress=lambda _: None,
+        base_url=f"http://127.0.0.1:{http_port}", account_id=ACCOUNT,
+        email_domains=("example.org",), product_id="example-silver",
+        organization_identifier="NTRCH-CHE-123.456.789",
+    )  # fmt: skip
+    ca_yaml = directory / "ca.yaml"
+    doc = yaml.safe_load(ca_yaml.read_text())
+    doc["products"][MBX] = {
+        "profile": "mailbox", "validities": ["1y"], "key_types": ["ec-p256"],
+        "approval": "auto", "allow_simple_request": False, "publish_ldap": False,
+        "mailbox_validation": True,
+    }  # fmt: skip
+    doc["accounts"][ACCOUNT]["products"] = ["example-silver", MBX]
+    doc["ra"] = {"mail": {"host": "127.0.0.1", "port": sink.port, "from": "CA <ca@x.test>"}}
+    ca_yaml.write_text(yaml.safe_dump(doc, sort_keys=False))
+    service = CaService(directory, https=("127.0.0.1", 0), http=("127.0.0.1", http_port))
+    thread = ServiceThread(service)
+    thread.start()
+    try:
+        (tmp / "p12.pass").write_bytes(PASSWORD + b"\n")
+        assert _service_cli(["access-cert", "--dir", str(directory), "--account", ACCOUNT,
+                             "--out", str(tmp / "gw.p12"),
+                             "--password-file", str(tmp / "p12.pass")]) == 0  # fmt: skip
+        issuer = service.ca.issuing_cert.subject.rfc4514_string()
+        url = f"/ws/cmc?account={ACCOUNT}&product={MBX}&validity=1y"
+        props = _write_props(tmp, "gw", service.https_port, url, tmp / "gw.p12", issuer)
+        yield Served(service, props, sink)
+    finally:
+        thread.stop()
+        sink.stop()
+
+
+def _challenge_mail(sink: SmtpSink, address: str) -> tuple[str, str]:
+    found = [m for m in sink.messages if address in m.rcpt_tos]
+    assert found, f"no mail to {address}: {[m.rcpt_tos for m in sink.messages]}"
+    message = message_from_bytes(found[-1].content, policy=default)
+    assert isinstance(message, EmailMessage)
+    body = message.get_body(("plain",))
+    assert body is not None
+    text = body.get_content()
+    code, link = CODE_RE.search(text), LINK_RE.search(text)
+    assert code and link, text
+    return code.group(0), link.group(1)
+
+
+def test_a_gateway_enrolment_waits_for_the_mailbox_and_query_pending_gets_the_certificate(
+    served: Served,
+) -> None:
+    csr, key = _csr(OUTSIDE)
+    with served.client() as client:
+        prepared = client.prepare_enrollment(csr, key)
+        with pytest.raises(EnrollmentPending) as waiting:
+            client.poll(prepared)
+    pending = waiting.value.pending
+    assert pending.pend_token
+    order = served.service.ca.store.find_order_by_pend_token(pending.pend_token)
+    assert order is not None and order.status is OrderStatus.PENDING_VALIDATION
+    assert order.emails == (OUTSIDE,)
+
+    # asking before the holder answered: still pending, same token
+    with served.client() as client, pytest.raises(EnrollmentPending) as again:
+        client.poll(pending)
+    assert again.value.pending.pend_token == pending.pend_token
+
+    code, challenge_id = _challenge_mail(served.sink, OUTSIDE)
+    answer = requests.post(served.url(f"/ra/confirm/{challenge_id}"), data={"code": code},
+                           timeout=30)  # fmt: skip
+    assert answer.status_code == 200 and "ISSUED" in answer.text, answer.text
+
+    with served.client() as client:
+        result = client.poll(pending)
+    assert result.certificate.public_key() == key.public_key()
+    issued = served.service.ca.store.get_order(order.id)
+    assert issued.status is OrderStatus.ISSUED
+    assert int(issued.certificate_serial or "0", 16) == result.certificate.serial_number
+    # the gateway's retry of its original request (no pendToken kept) gets the same one
+    with served.client() as client:
+        resent = client.poll(prepared)
+    assert resent.certificate.serial_number == result.certificate.serial_number
