@@ -28,6 +28,7 @@ from ca.authority_checks import (
     shared_linter,
     uses_internal_urls,
 )
+from ca.inflight import working_on
 from ca.keys import KeyBackend, KeyBackendError, backend_from_settings
 from ca.profiles.builder import build_tbs
 from ca.profiles.errors import EmailNotAllowed, ProfileError, ValidityTooLong
@@ -277,12 +278,24 @@ class CertificateAuthority(OrderChecks, Closing):
         *,
         validated: bool = False,
     ) -> IssueResult:
+        with working_on(order.id):  # the lost-order clean-up leaves it alone (ca.inflight)
+            return self._issue_now(order, csr, product, given_name, surname, validated)
+
+    def _issue_now(
+        self,
+        order: OrderView,
+        csr: x509.CertificateSigningRequest,
+        product: ProductSettings,
+        given_name: str | None,
+        surname: str | None,
+        validated: bool,
+    ) -> IssueResult:
         account = self.settings.account(order.account)
         assert account is not None
         step = order.status
+        # Statuses with no work between them share one transaction (each is recorded).
+        steps = (S.GENERATE_TBS,) if validated else (S.KEY_VALIDATION, S.GENERATE_TBS)
         try:
-            # Statuses with no work between them share one transaction (each is recorded).
-            steps = (S.GENERATE_TBS,) if validated else (S.KEY_VALIDATION, S.GENERATE_TBS)
             step = self.store.advance(order.id, *steps)
             validity = self._validity(
                 order, product, None if order.validity == "default" else order.validity
