@@ -2,7 +2,8 @@
 validated domains on a product with ``mailbox_validation``. The CMC answer is ``pending``
 with a pendToken, the email challenge reaches a real SMTP sink, the holder posts the code to
 the confirmation page over real HTTP, and the gateway's queryPending then gets the
-certificate (and a resend of the original request answers with the same certificate)."""
+certificate (and a resend of the original request answers with the same certificate).
+Also: a second confirmation racing the first does not fail the issuance the first started."""
 
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca.init import initialise
 from ca.keys import KeyType
+from ca.ra.challenges import normalise_code
 from ca.service.http import CaService, ServiceThread
-from ca.store.model import OrderStatus
+from ca.store.model import OrderStatus, OrderView
 from cmc.client import CmcClient, EnrollmentPending
 from cmc.client_config import client_from_config
 from config.properties import load
@@ -135,3 +138,32 @@ def test_a_gateway_enrolment_waits_for_the_mailbox_and_query_pending_gets_the_ce
     with served.client() as client:
         resent = client.poll(prepared)
     assert resent.certificate.serial_number == result.certificate.serial_number
+
+
+def test_a_second_worker_resuming_an_order_another_one_took_leaves_that_issuance_alone(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two mailbox confirmations (or a confirmation and a renewal CSR) at once: both find
+    the order waiting, one claims it. The other must not fail the order under the first."""
+    ca, address = served.service.ca, "erin@mailbox.example.net"
+    csr, _key = _csr(address)
+    result = ca.submit(csr.public_bytes(Encoding.DER), ACCOUNT, MBX, requested_by="test")
+    order_id = result.order.id
+    assert result.order.status is OrderStatus.PENDING_VALIDATION
+    code, challenge_id = _challenge_mail(served.sink, address)
+    _challenge, matched = ca.store.answer_challenge(
+        challenge_id, normalise_code(code), by="test", max_attempts=5
+    )
+    assert matched
+    real = ca.mailbox_confirmed
+
+    def first_worker_claims_it_meanwhile(order: OrderView, email: str) -> bool:
+        monkeypatch.setattr(ca, "mailbox_confirmed", real)
+        ca.store.advance(order.id, OrderStatus.KEY_VALIDATION, OrderStatus.GENERATE_TBS)
+        return real(order, email)
+
+    monkeypatch.setattr(ca, "mailbox_confirmed", first_worker_claims_it_meanwhile)
+    late = ca.resume(order_id, actor="second confirmation")
+    assert late.pending and late.order.status is OrderStatus.GENERATE_TBS
+    assert ca.store.get_order(order_id).status is OrderStatus.GENERATE_TBS
+    ca.store.fail(order_id, "test over: nobody is issuing it")
