@@ -9,6 +9,7 @@ handler the REST API mounts.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +23,11 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from ca.authority import CertificateAuthority
 from ca.ra.keygen import KeygenError, KeygenService, p12_pickup_handler
+from ca.ra.mailer import Mailer
+from ca.ra.notify import Notifier
+from ca.settings.ra import MailSettings
 from ca.store.model import CertificateStatus, OrderStatus
+from ca.store.notifications import NotificationStatus
 from tests.ca.ra_p12_support import (
     ACCOUNT,
     DOMAIN,
@@ -183,6 +188,29 @@ def test_a_pin_mail_that_cannot_be_sent_revokes_the_certificate_and_purges_the_f
     serial = ca.store.get_order(order_id).certificate_serial
     assert serial is not None
     assert ca.store.get_certificate(serial).status is CertificateStatus.REVOKED
+
+
+def test_a_pin_the_real_notifier_could_not_deliver_undoes_the_order_too(
+    ca: CertificateAuthority,
+) -> None:
+    """The real Notifier records an SMTP failure (a FAILED row) and returns; it does not
+    raise. A PIN that never left cannot be resent (it is not stored): the PKCS#12 could never
+    be opened, so it is purged and its certificate revoked, and no link is mailed."""
+    with socket.socket() as probe:  # a loopback port nobody listens on: connection refused
+        probe.bind(("127.0.0.1", 0))
+        dead_port = int(probe.getsockname()[1])
+    notifier = Notifier(ca, Mailer(MailSettings(port=dead_port), timeout=5))
+    with pytest.raises(KeygenError) as failed:
+        KeygenService(ca, notifier).order(ACCOUNT, P12, ["ivan@example.org"], requested_by="ra")
+    assert failed.value.status == 503
+    order_id = failed.value.order_id
+    assert order_id is not None
+    assert ca.store.pkcs12_bytes_of(order_id) is None
+    serial = ca.store.get_order(order_id).certificate_serial
+    assert serial is not None
+    assert ca.store.get_certificate(serial).status is CertificateStatus.REVOKED
+    rows = notifier.list(order_id=order_id)
+    assert [(n.kind, n.status) for n in rows] == [("p12_pin", NotificationStatus.FAILED)]
 
 
 def test_the_pickup_link_is_served_once_over_http(ca: CertificateAuthority) -> None:
