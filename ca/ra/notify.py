@@ -6,13 +6,20 @@ went out (SENT), did not (FAILED, with the SMTP error: resend it later) or was n
 because its recipient muted notifications (MUTED). A mail outage is recorded, never raised:
 it must not fail an order. Expiry warnings go out once per certificate, threshold (e.g. 30 and
 7 days) and recipient, however often the job runs.
+
+In ``cmcgate ca serve`` (``background=True``) an order confirmation is recorded during the
+issuance and sent by a small background outbox: the CMC or REST answer does not wait for the
+SMTP server (up to its 30 s timeout per step when it hangs). The PIN, link and challenge mails
+stay synchronous: their callers must know whether they left.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -34,6 +41,11 @@ from ca.store.orders import Store
 from config.errors import CmcgateError
 
 log = logging.getLogger(__name__)
+#: the background outbox of order confirmations: two SMTP sessions at a time, at most
+#: :data:`OUTBOX_LIMIT` mails waiting (more stay FAILED "not sent yet", to be resent)
+OUTBOX_LIMIT = 200
+_OUTBOX = ThreadPoolExecutor(2, thread_name_prefix="ra-mail")
+_OUTBOX_SLOTS = threading.BoundedSemaphore(OUTBOX_LIMIT)
 
 _EMAIL_RE = re.compile(r"^[^@\s<>\"',;]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z0-9-]{2,63}$")
 #: how many additional renewal emails one certificate may have
@@ -81,11 +93,18 @@ def check_email(email: str) -> str:
 class Notifier:
     """Renders, records and sends the RA's mails; see the module docstring."""
 
-    def __init__(self, ca: RaContext, mailer: Mailer | None = None) -> None:
+    def __init__(
+        self, ca: RaContext, mailer: Mailer | None = None, *, background: bool = False
+    ) -> None:
         self.ca = ca
         self.mailer = mailer or Mailer(ca.settings.ra.mail)
         #: order confirmations and expiry warnings go out only to a configured mail server
         self.notifying = mailer is not None or ca.settings.ra.mail_configured
+        #: order confirmations are delivered by :data:`_OUTBOX` (``ca serve``: a slow or hung
+        #: SMTP server must not hold the CMC/REST answer of the issuance for its timeout)
+        self.background = background
+        self._queued: set[Future[object]] = set()
+        self._queued_lock = threading.Lock()
 
     @property
     def store(self) -> Store:
@@ -103,10 +122,12 @@ class Notifier:
         order_id: str | None = None,
         serial: int | str | None = None,
         reference: str | None = None,
+        later: bool = False,
         **fields: Any,
     ) -> NotificationView:
         """Render ``kind`` with ``fields`` (``order_id`` and ``serial`` are fields too),
-        record it and send it to ``recipient``.
+        record it and send it to ``recipient`` (``later``: from the background outbox; the
+        row returned is the one recorded, "not sent yet").
 
         Muted recipients get no mail of a mutable kind (the row says MUTED); an SMTP
         failure leaves the row FAILED with the error (returned, not raised).
@@ -125,6 +146,8 @@ class Notifier:
         )  # fmt: skip
         if muted:
             return row
+        if later:
+            return self._later(row, body)
         return self._deliver(row, actor="ca", event="sent", body=body)
 
     def _deliver(
@@ -218,9 +241,43 @@ class Notifier:
                 self.send(
                     "order_confirmation", email, order_id=order.id, serial=serial,
                     product=order.product, emails=order.emails, status=order.status.value,
+                    later=self.background,
                 )  # fmt: skip
             except CmcgateError as exc:  # a bad address must not undo an issued order
                 log.warning("order confirmation for %s to %r: %s", order.id, email, exc)
+
+    def _later(self, row: NotificationView, body: str) -> NotificationView:
+        """Hand ``row`` to the outbox; a full outbox leaves it FAILED ("not sent yet") for a
+        resend, as an SMTP outage would."""
+        if not _OUTBOX_SLOTS.acquire(blocking=False):
+            log.warning("notification %d to %s not sent: the mail queue is full",
+                        row.id, row.recipient)  # fmt: skip
+            return row
+
+        def deliver() -> object:
+            try:
+                return self._deliver(row, actor="ca", event="sent", body=body)
+            except Exception as exc:  # noqa: BLE001 - logged; the row says "not sent yet"
+                log.error("notification %d not delivered: %s", row.id, exc)
+                return None
+            finally:
+                _OUTBOX_SLOTS.release()
+
+        future = _OUTBOX.submit(deliver)
+        with self._queued_lock:
+            self._queued.add(future)
+        future.add_done_callback(self._forget)
+        return row
+
+    def _forget(self, future: Future[object]) -> None:
+        with self._queued_lock:
+            self._queued.discard(future)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until the mails this notifier queued were tried (``ca serve`` at stop, tests)."""
+        with self._queued_lock:
+            queued = list(self._queued)
+        wait(queued, timeout=timeout)
 
     def expiry_warnings(self, now: datetime | None = None) -> int:
         """Warn about valid certificates expiring within each ``expiry_warning_days``;
