@@ -13,23 +13,18 @@ from dataclasses import dataclass
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default
-from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
-import yaml
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ca.init import initialise
-from ca.keys import KeyType
 from ca.ra.challenges import normalise_code
-from ca.service.http import CaService, ServiceThread
 from ca.store.model import OrderStatus, OrderView
-from cmc.client import CmcClient, EnrollmentPending
-from cmc.client_config import client_from_config
-from config.properties import load
+from cmc.client import EnrollmentPending
 from gateway.devservices import SmtpSink
-from tests.ca.test_cmc_server import ACCOUNT, PASSWORD, _csr, _free_port, _service_cli, _write_props
+from tests.ca.ra_cmc_support import CmcServed, served_cmc_ca
+from tests.ca.test_cmc_server import ACCOUNT, _csr
 
 MBX = "example-mbx"
 OUTSIDE = "dora@mailbox.example.net"
@@ -38,56 +33,28 @@ LINK_RE = re.compile(r"/ra/confirm/([A-Za-z0-9_-]+)")
 
 
 @dataclass
-class Served:
-    service: CaService
-    props: Path
+class Served(CmcServed):
     sink: SmtpSink
-
-    def client(self) -> CmcClient:
-        pki = load(self.props).pki
-        assert pki is not None
-        return client_from_config(pki)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.service.http_port}{path}"
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    tmp = tmp_path_factory.mktemp("cmc-challenges")
     sink = SmtpSink().start()
-    directory = tmp / "ca"
-    http_port = _free_port()
-    initialise(
-        directory, key_backend="software", key_type=KeyType.EC_P256, progress=lambda _: None,
-        base_url=f"http://127.0.0.1:{http_port}", account_id=ACCOUNT,
-        email_domains=("example.org",), product_id="example-silver",
-        organization_identifier="NTRCH-CHE-123.456.789",
-    )  # fmt: skip
-    ca_yaml = directory / "ca.yaml"
-    doc = yaml.safe_load(ca_yaml.read_text())
-    doc["products"][MBX] = {
-        "profile": "mailbox", "validities": ["1y"], "key_types": ["ec-p256"],
-        "approval": "auto", "allow_simple_request": False, "publish_ldap": False,
-        "mailbox_validation": True,
-    }  # fmt: skip
-    doc["accounts"][ACCOUNT]["products"] = ["example-silver", MBX]
-    doc["ra"] = {"mail": {"host": "127.0.0.1", "port": sink.port, "from": "CA <ca@x.test>"}}
-    ca_yaml.write_text(yaml.safe_dump(doc, sort_keys=False))
-    service = CaService(directory, https=("127.0.0.1", 0), http=("127.0.0.1", http_port))
-    thread = ServiceThread(service)
-    thread.start()
+
+    def with_mailbox_product(doc: dict[str, Any]) -> None:
+        doc["products"][MBX] = {
+            "profile": "mailbox", "validities": ["1y"], "key_types": ["ec-p256"],
+            "approval": "auto", "allow_simple_request": False, "publish_ldap": False,
+            "mailbox_validation": True,
+        }  # fmt: skip
+        doc["accounts"][ACCOUNT]["products"] = ["example-silver", MBX]
+        doc["ra"] = {"mail": {"host": "127.0.0.1", "port": sink.port, "from": "CA <ca@x.test>"}}
+
     try:
-        (tmp / "p12.pass").write_bytes(PASSWORD + b"\n")
-        assert _service_cli(["access-cert", "--dir", str(directory), "--account", ACCOUNT,
-                             "--out", str(tmp / "gw.p12"),
-                             "--password-file", str(tmp / "p12.pass")]) == 0  # fmt: skip
-        issuer = service.ca.issuing_cert.subject.rfc4514_string()
-        url = f"/ws/cmc?account={ACCOUNT}&product={MBX}&validity=1y"
-        props = _write_props(tmp, "gw", service.https_port, url, tmp / "gw.p12", issuer)
-        yield Served(service, props, sink)
+        with served_cmc_ca(tmp_path_factory.mktemp("cmc-challenges"), MBX,
+                           with_mailbox_product) as cmc:  # fmt: skip
+            yield Served(cmc.service, cmc.props, sink)
     finally:
-        thread.stop()
         sink.stop()
 
 

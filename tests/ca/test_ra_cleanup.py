@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,25 +23,11 @@ from tests.ca.ra_p12_support import (
     SILVER,
     RecordingNotifier,
     csr_der,
-    make_ca_dir,
     openssl,
     strand,
 )
 
 S = OrderStatus
-
-
-@pytest.fixture
-def ca_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "ca"
-    make_ca_dir(directory)
-    return directory
-
-
-@pytest.fixture
-def ca(ca_dir: Path) -> Iterator[CertificateAuthority]:
-    with CertificateAuthority.open(ca_dir / "ca.yaml") as authority:
-        yield authority
 
 
 def test_a_lost_order_with_a_valid_certificate_is_revoked_and_its_serial_is_on_the_crl(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -35,22 +34,8 @@ from tests.ca.ra_p12_support import (
     P12,
     SILVER,
     RecordingNotifier,
-    make_ca_dir,
     openssl,
 )
-
-
-@pytest.fixture
-def ca_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "ca"
-    make_ca_dir(directory)
-    return directory
-
-
-@pytest.fixture
-def ca(ca_dir: Path) -> Iterator[CertificateAuthority]:
-    with CertificateAuthority.open(ca_dir / "ca.yaml") as authority:
-        yield authority
 
 
 def _token(notifier: RecordingNotifier) -> str:
