@@ -18,6 +18,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from ca.ra.errors import RaError
 from ca.ra.notify import Notifier, RaContext
 from ca.store.audit import append_audit
 from ca.store.challenges import ChallengeStatus, ChallengeView, UnknownChallenge
@@ -34,7 +35,7 @@ _TYPOS = str.maketrans({"0": "O", "1": "I", "8": "B"})
 EXPIRY_CHECK_MINUTES = 15
 
 
-class ChallengeError(CmcgateError):
+class ChallengeError(RaError):
     """An answer or request the challenge service refuses; ``status`` is the HTTP status."""
 
     status = 409

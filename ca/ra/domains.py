@@ -31,6 +31,7 @@ import dns.exception
 import dns.name
 
 from ca.ra.dns import DnsUnavailable, make_resolver, txt_strings
+from ca.ra.errors import RaError
 from ca.settings.types import CaSettings
 from ca.store.domains import DomainStatus, DomainView, UnknownDomain
 from ca.store.orders import Store
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 _LDH = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
-class DomainError(CmcgateError):
+class DomainError(RaError):
     """A domain request or check was refused."""
 
     status = 400

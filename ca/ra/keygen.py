@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from ca.authority import OrderRefused
 from ca.keys import KeyType
+from ca.ra.errors import RaError
 from ca.settings.types import Approval
 from ca.store.notifications import NotificationStatus
 from ca.store.p12 import PickupGone, Pkcs12View, UnknownPickup
@@ -73,13 +74,8 @@ class Notifier(Protocol):
     ) -> object: ...
 
 
-class KeygenError(CmcgateError):
+class KeygenError(RaError):
     """Server-side key generation or a pick-up refused; ``status`` is the HTTP answer."""
-
-    def __init__(self, message: str, *, status: int, order_id: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.order_id = order_id
 
 
 def refusal_status(category: str) -> int:

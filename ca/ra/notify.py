@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from cryptography import x509
 
+from ca.ra.errors import RaError
 from ca.ra.mailer import Mailer, MailError, build_message
 from ca.ra.templates import render, template
 from ca.settings.types import CaSettings
@@ -55,15 +56,8 @@ EXPIRY_CHECK_HOURS = 24
 EXPIRY_FIRST_RUN = timedelta(minutes=2)
 
 
-class NotifyError(CmcgateError):
+class NotifyError(RaError):
     """Bad input to the notification service (an address, an unknown notification)."""
-
-    status = 400
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        if status is not None:
-            self.status = status
 
 
 class UnknownNotificationError(NotifyError):
