@@ -47,6 +47,22 @@ log = logging.getLogger(__name__)
 OUTBOX_LIMIT = 200
 _OUTBOX = ThreadPoolExecutor(2, thread_name_prefix="ra-mail")
 _OUTBOX_SLOTS = threading.BoundedSemaphore(OUTBOX_LIMIT)
+_QUEUED: set[Future[object]] = set()
+_QUEUED_LOCK = threading.Lock()
+
+
+def _forget(future: Future[object]) -> None:
+    with _QUEUED_LOCK:
+        _QUEUED.discard(future)
+
+
+def drain_outbox(timeout: float | None = None) -> None:
+    """Wait (at most ``timeout`` seconds) until every queued mail was tried: ``ca serve``
+    before it closes its authorities; tests before they look at the rows."""
+    with _QUEUED_LOCK:
+        queued = list(_QUEUED)
+    wait(queued, timeout=timeout)
+
 
 _EMAIL_RE = re.compile(r"^[^@\s<>\"',;]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z0-9-]{2,63}$")
 #: how many additional renewal emails one certificate may have
@@ -97,8 +113,6 @@ class Notifier:
         #: order confirmations are delivered by :data:`_OUTBOX` (``ca serve``: a slow or hung
         #: SMTP server must not hold the CMC/REST answer of the issuance for its timeout)
         self.background = background
-        self._queued: set[Future[object]] = set()
-        self._queued_lock = threading.Lock()
 
     @property
     def store(self) -> Store:
@@ -258,20 +272,14 @@ class Notifier:
                 _OUTBOX_SLOTS.release()
 
         future = _OUTBOX.submit(deliver)
-        with self._queued_lock:
-            self._queued.add(future)
-        future.add_done_callback(self._forget)
+        with _QUEUED_LOCK:
+            _QUEUED.add(future)
+        future.add_done_callback(_forget)
         return row
 
-    def _forget(self, future: Future[object]) -> None:
-        with self._queued_lock:
-            self._queued.discard(future)
-
     def flush(self, timeout: float | None = None) -> None:
-        """Wait until the mails this notifier queued were tried (``ca serve`` at stop, tests)."""
-        with self._queued_lock:
-            queued = list(self._queued)
-        wait(queued, timeout=timeout)
+        """Wait until the queued mails were tried (:func:`drain_outbox`)."""
+        drain_outbox(timeout)
 
     def expiry_warnings(self, now: datetime | None = None) -> int:
         """Warn about valid certificates expiring within each ``expiry_warning_days``;
