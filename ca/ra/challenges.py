@@ -18,8 +18,9 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from ca.ra.context import RaContext
 from ca.ra.errors import RaError
-from ca.ra.notify import Notifier, RaContext
+from ca.ra.notify import Notifier
 from ca.store.audit import append_audit
 from ca.store.challenges import ChallengeStatus, ChallengeView, UnknownChallenge
 from ca.store.model import OrderStatus, OrderView, UnknownOrder

@@ -25,16 +25,15 @@ import re
 import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import dns.exception
 import dns.name
 
+from ca.ra.context import RaContext
 from ca.ra.dns import DnsUnavailable, make_resolver, txt_strings
 from ca.ra.errors import RaError
-from ca.settings.types import CaSettings
 from ca.store.domains import DomainStatus, DomainView, UnknownDomain
-from ca.store.orders import Store
 from config.errors import CmcgateError
 
 __all__ = [
@@ -68,19 +67,6 @@ class InvalidDomain(DomainError):
 
 class UnknownAccount(DomainError):
     status = 404
-
-
-class RaContext(Protocol):
-    """What the service needs of :class:`ca.authority.CertificateAuthority`."""
-
-    @property
-    def store(self) -> Store: ...
-
-    @property
-    def settings(self) -> CaSettings: ...
-
-    @property
-    def clock(self) -> Callable[[], datetime]: ...
 
 
 def normalise_domain(text: str) -> str:

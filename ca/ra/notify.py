@@ -21,14 +21,14 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from cryptography import x509
 
+from ca.ra.context import RaContext
 from ca.ra.errors import RaError
 from ca.ra.mailer import Mailer, MailError, build_message
 from ca.ra.templates import render, template
-from ca.settings.types import CaSettings
 from ca.store.model import (
     CertificateStatus,
     OrderView,
@@ -78,18 +78,6 @@ class NotifyError(RaError):
 
 class UnknownNotificationError(NotifyError):
     status = 404
-
-
-class RaContext(Protocol):
-    """What the RA services use of :class:`ca.authority.CertificateAuthority` (a CLI that
-    has only ca.yaml and the database can build one without the CA's keys)."""
-
-    @property
-    def store(self) -> Store: ...
-    @property
-    def settings(self) -> CaSettings: ...
-    @property
-    def clock(self) -> Callable[[], datetime]: ...
 
 
 def check_email(email: str) -> str:
