@@ -9,8 +9,11 @@ handler the REST API mounts.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from datetime import timedelta
+from email import message_from_bytes
+from email.policy import default
 from pathlib import Path
 
 import aiohttp
@@ -23,10 +26,11 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from ca.authority import CertificateAuthority
 from ca.ra.keygen import KeygenError, KeygenService, p12_pickup_handler
 from ca.ra.mailer import Mailer
-from ca.ra.notify import Notifier
+from ca.ra.notify import Notifier, NotifyError
 from ca.settings.ra import MailSettings
 from ca.store.model import CertificateStatus, OrderStatus
 from ca.store.notifications import NotificationStatus
+from gateway.devservices import SmtpSink
 from tests.ca.ra_p12_support import (
     ACCOUNT,
     DOMAIN,
@@ -196,6 +200,31 @@ def test_a_pin_the_real_notifier_could_not_deliver_undoes_the_order_too(
     assert ca.store.get_certificate(serial).status is CertificateStatus.REVOKED
     rows = notifier.list(order_id=order_id)
     assert [(n.kind, n.status) for n in rows] == [("p12_pin", NotificationStatus.FAILED)]
+
+
+def test_neither_the_pin_nor_the_pickup_token_is_kept_in_the_notifications_table(
+    ca: CertificateAuthority, smtp_sink: SmtpSink
+) -> None:
+    """Only the token's SHA-256 is stored (the link is a credential, like the PIN): the
+    recorded copies of both mails withhold them, and they cannot be resent from the table."""
+    notifier = Notifier(ca, Mailer(MailSettings(port=smtp_sink.port)))
+    result = KeygenService(ca, notifier).order(ACCOUNT, P12, ["jana@example.org"],
+                                               requested_by="ra")  # fmt: skip
+    mailed = "\n".join(
+        message_from_bytes(m.content, policy=default).get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        for m in smtp_sink.messages if "jana@example.org" in m.rcpt_tos
+    )  # fmt: skip
+    token = re.search(r"/pki/api/v2/p12/([A-Za-z0-9_-]+)", mailed)
+    pin = re.search(r"is:\s+([A-Z2-9]{12})\b", mailed)
+    assert token and pin, mailed
+    rows = notifier.list(order_id=result.order_id)
+    assert [n.kind for n in rows] == ["p12_pin", "p12_pickup"]
+    for row in rows:
+        assert token.group(1) not in row.body + row.subject
+        assert pin.group(1) not in row.body + row.subject
+        with pytest.raises(NotifyError) as refused:
+            notifier.resend(row.id, by="operator")
+        assert refused.value.status == 409
 
 
 def test_the_pickup_link_is_served_once_over_http(ca: CertificateAuthority) -> None:

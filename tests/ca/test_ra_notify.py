@@ -162,8 +162,8 @@ def test_an_smtp_outage_is_recorded_failed_and_resend_delivers_later(bundled: Bu
     sink = SmtpSink()  # its port, nothing listening yet
     notifier = Notifier(bundled.ca, _mailer(sink.port))
     order_id = _issue(bundled.ca, "frank@example.org").order_id
-    row = notifier.send("p12_pickup", "frank@example.org", order_id=order_id,
-                        url="https://ra.example.org/p12/246810", expires="2030-01-01")  # fmt: skip
+    row = notifier.send("renewal_csr_needed", "frank@example.org", order_id=order_id,
+                        serial="1f", url="https://ra.example.org/csr/246810")  # fmt: skip
     assert row.status is NotificationStatus.FAILED and row.last_error and row.attempts == 1
     assert notifier.list(status="failed", recipient="FRANK@example.org") == [row]
     sink.start()
