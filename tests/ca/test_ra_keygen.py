@@ -164,19 +164,26 @@ def test_keygen_refuses_before_a_key_or_an_order_exists(
     assert ca.store.find_orders() == [] and notifier.calls == []
 
 
+def _undone(ca: CertificateAuthority, failed: KeygenError) -> str:
+    """A key-generation order whose mails did not leave: 503, the PKCS#12 purged, the
+    certificate revoked; its order id."""
+    assert failed.status == 503
+    order_id = failed.order_id
+    assert order_id is not None
+    assert ca.store.pkcs12_bytes_of(order_id) is None
+    serial = ca.store.get_order(order_id).certificate_serial
+    assert serial is not None
+    assert ca.store.get_certificate(serial).status is CertificateStatus.REVOKED
+    return order_id
+
+
 def test_a_pin_mail_that_cannot_be_sent_revokes_the_certificate_and_purges_the_file(
     ca: CertificateAuthority,
 ) -> None:
     notifier = RecordingNotifier(fail_on="p12_pickup")
     with pytest.raises(KeygenError) as failed:
         KeygenService(ca, notifier).order(ACCOUNT, P12, ["erin@example.org"], requested_by="ra")
-    assert failed.value.status == 503
-    order_id = failed.value.order_id
-    assert order_id is not None
-    assert ca.store.pkcs12_bytes_of(order_id) is None
-    serial = ca.store.get_order(order_id).certificate_serial
-    assert serial is not None
-    assert ca.store.get_certificate(serial).status is CertificateStatus.REVOKED
+    _undone(ca, failed.value)
 
 
 def test_a_pin_the_real_notifier_could_not_deliver_undoes_the_order_too(
@@ -191,13 +198,7 @@ def test_a_pin_the_real_notifier_could_not_deliver_undoes_the_order_too(
     notifier = Notifier(ca, Mailer(MailSettings(port=dead_port), timeout=5))
     with pytest.raises(KeygenError) as failed:
         KeygenService(ca, notifier).order(ACCOUNT, P12, ["ivan@example.org"], requested_by="ra")
-    assert failed.value.status == 503
-    order_id = failed.value.order_id
-    assert order_id is not None
-    assert ca.store.pkcs12_bytes_of(order_id) is None
-    serial = ca.store.get_order(order_id).certificate_serial
-    assert serial is not None
-    assert ca.store.get_certificate(serial).status is CertificateStatus.REVOKED
+    order_id = _undone(ca, failed.value)
     rows = notifier.list(order_id=order_id)
     assert [(n.kind, n.status) for n in rows] == [("p12_pin", NotificationStatus.FAILED)]
 
