@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default
@@ -134,3 +135,40 @@ def test_a_second_worker_resuming_an_order_another_one_took_leaves_that_issuance
     assert late.pending and late.order.status is OrderStatus.GENERATE_TBS
     assert ca.store.get_order(order_id).status is OrderStatus.GENERATE_TBS
     ca.store.fail(order_id, "test over: nobody is issuing it")
+
+
+def test_answering_again_resumes_an_order_a_crash_left_waiting_after_its_confirmation(
+    served: Served,
+) -> None:
+    """The challenge was CONFIRMED but the CA stopped before it resumed the order (nothing
+    else ever would: PENDING_VALIDATION is a wait, not a lost order). The holder posting the
+    code again, as the page invites, gets the order issued."""
+    ca, address = served.service.ca, "fritz@mailbox.example.net"
+    csr, _key = _csr(address)
+    result = ca.submit(csr.public_bytes(Encoding.DER), ACCOUNT, MBX, requested_by="test")
+    code, challenge_id = _challenge_mail(served.sink, address)
+    _challenge, matched = ca.store.answer_challenge(
+        challenge_id, normalise_code(code), by="mailbox holder", max_attempts=5
+    )  # confirmed, then the process died
+    assert matched
+    assert ca.store.get_order(result.order.id).status is OrderStatus.PENDING_VALIDATION
+    again = requests.post(served.url(f"/ra/confirm/{challenge_id}"), data={"code": code},
+                          timeout=30)  # fmt: skip
+    assert again.status_code == 200, again.text
+    assert ca.store.get_order(result.order.id).status is OrderStatus.ISSUED
+
+
+def test_the_scheduler_resumes_a_confirmed_order_a_crash_left_waiting(served: Served) -> None:
+    ca, address = served.service.ca, "gret@mailbox.example.net"
+    csr, _key = _csr(address)
+    result = ca.submit(csr.public_bytes(Encoding.DER), ACCOUNT, MBX, requested_by="test")
+    code, challenge_id = _challenge_mail(served.sink, address)
+    _challenge, matched = ca.store.answer_challenge(
+        challenge_id, normalise_code(code), by="mailbox holder", max_attempts=5
+    )  # confirmed, then the process died
+    assert matched
+    service = served.service.ra_services
+    assert service is not None
+    assert service.challenges.resume_confirmed() == 0  # confirmed just now: left alone
+    assert service.challenges.resume_confirmed(older_than=timedelta(0)) == 1
+    assert ca.store.get_order(result.order.id).status is OrderStatus.ISSUED
