@@ -28,6 +28,7 @@ from ca.authority_checks import (
     shared_linter,
     uses_internal_urls,
 )
+from ca.inflight import working_on
 from ca.keys import KeyBackend, KeyBackendError, backend_from_settings
 from ca.profiles.builder import build_tbs
 from ca.profiles.errors import EmailNotAllowed, ProfileError, ValidityTooLong
@@ -39,6 +40,7 @@ from ca.settings.loader import load_ca_settings
 from ca.settings.types import Approval, CaSettings, KeyGeneration, ProductSettings
 from ca.store.model import (
     CertificateView,
+    IllegalTransition,
     OrderStatus,
     OrderView,
     RevocationView,
@@ -277,13 +279,28 @@ class CertificateAuthority(OrderChecks, Closing):
         *,
         validated: bool = False,
     ) -> IssueResult:
+        with working_on(order.id):  # the lost-order clean-up leaves it alone (ca.inflight)
+            return self._issue_now(order, csr, product, given_name, surname, validated)
+
+    def _issue_now(
+        self,
+        order: OrderView,
+        csr: x509.CertificateSigningRequest,
+        product: ProductSettings,
+        given_name: str | None,
+        surname: str | None,
+        validated: bool,
+    ) -> IssueResult:
         account = self.settings.account(order.account)
         assert account is not None
         step = order.status
+        # Statuses with no work between them share one transaction (each is recorded).
+        steps = (S.GENERATE_TBS,) if validated else (S.KEY_VALIDATION, S.GENERATE_TBS)
         try:
-            # Statuses with no work between them share one transaction (each is recorded).
-            steps = (S.GENERATE_TBS,) if validated else (S.KEY_VALIDATION, S.GENERATE_TBS)
             step = self.store.advance(order.id, *steps)
+        except IllegalTransition:
+            return self._taken(order.id)
+        try:
             validity = self._validity(
                 order, product, None if order.validity == "default" else order.validity
             )
@@ -331,6 +348,18 @@ class CertificateAuthority(OrderChecks, Closing):
         self.store.record_certificate(order.id, der)
         done = self.complete_issuance(order, certificate, product)
         return IssueResult(done, certificate, self.chain)
+
+    def _taken(self, order_id: str) -> IssueResult:
+        """Another worker claimed the order first (two mailbox confirmations at once): its
+        issuance is not failed from here. The order as it is now (refused when final)."""
+        current = self.store.get_order(order_id)
+        if current.status is S.ISSUED and current.certificate_serial:
+            der = self.store.get_certificate(current.certificate_serial).der
+            return IssueResult(current, x509.load_der_x509_certificate(der), self.chain)
+        if current.status.is_final:
+            text = f"order {order_id} is {current.status.value}"
+            raise OrderRefused(text, category="bad_request", order_id=order_id)
+        return IssueResult(current, None, self.chain)
 
     def complete_issuance(
         self,

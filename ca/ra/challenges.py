@@ -18,7 +18,9 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from ca.ra.notify import Notifier, RaContext
+from ca.ra.context import RaContext
+from ca.ra.errors import RaError
+from ca.ra.notify import Notifier
 from ca.store.audit import append_audit
 from ca.store.challenges import ChallengeStatus, ChallengeView, UnknownChallenge
 from ca.store.model import OrderStatus, OrderView, UnknownOrder
@@ -32,9 +34,11 @@ _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 #: look-alikes a person may type for base32 characters
 _TYPOS = str.maketrans({"0": "O", "1": "I", "8": "B"})
 EXPIRY_CHECK_MINUTES = 15
+#: a confirmed order still waiting this long after its last confirmation was left by a stop
+RESUME_AFTER = timedelta(minutes=5)
 
 
-class ChallengeError(CmcgateError):
+class ChallengeError(RaError):
     """An answer or request the challenge service refuses; ``status`` is the HTTP status."""
 
     status = 409
@@ -170,8 +174,8 @@ class ChallengeService:
             self._note(order_id, by, f"wrong code for {challenge.email} ({left} attempts left)",
                        challenge=challenge.id, attempts=challenge.attempts)  # fmt: skip
             raise WrongCode(f"wrong code: {left} attempt(s) left")
-        if challenge.status is ChallengeStatus.CONFIRMED:  # answered before: nothing changes
-            return self.store.get_order(order_id)
+        if challenge.status is ChallengeStatus.CONFIRMED:  # answered before: the order goes
+            return self._go_on(order_id, by)  # on if a stopped CA left it waiting
         if challenge.status is ChallengeStatus.EXPIRED:
             self._fail(order_id, f"email challenge for {challenge.email} expired")
             raise ChallengeExpired("this confirmation code has expired; the order was cancelled")
@@ -204,6 +208,22 @@ class ChallengeService:
             self.store.fail(order_id, reason, now=self._now())
             self._note(order_id, "ca", reason)
 
+    def resume_confirmed(self, older_than: timedelta = RESUME_AFTER) -> int:
+        """Orders still waiting although every challenge was CONFIRMED ``older_than`` ago
+        (the CA stopped between a confirmation and its resume; PENDING_VALIDATION is a
+        wait, so neither recovery nor the clean-up looks at it): resumed. How many."""
+        cutoff = self._now() - older_than
+        resumed = 0
+        for order in self.store.find_orders(status=OrderStatus.PENDING_VALIDATION):
+            found = self.store.find_challenges(order.id)
+            if found and all(
+                c.status is ChallengeStatus.CONFIRMED and (c.confirmed_at or cutoff) <= cutoff
+                for c in found
+            ):
+                self._go_on(order.id, "ca")
+                resumed += 1
+        return resumed
+
     def expire_due(self) -> int:
         """Lapsed challenges EXPIRED and their waiting orders FAILED; how many orders."""
         failed = 0
@@ -222,9 +242,12 @@ def schedule_challenge_expiry(scheduler: Any, get_ca: Any) -> None:
     def run() -> None:
         try:
             ca = get_ca()
-            count = ChallengeService(ca, Notifier(ca)).expire_due()
+            service = ChallengeService(ca, Notifier(ca))
+            count = service.expire_due()
             if count:
                 log.info("%d order(s) failed: email challenge expired", count)
+            if service.resume_confirmed():
+                log.info("resumed orders whose mailboxes were confirmed before a stop")
         except Exception as exc:  # noqa: BLE001 - retried at the next run
             log.error("email challenge expiry failed: %s", exc)
 

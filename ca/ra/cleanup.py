@@ -3,7 +3,8 @@ is cleaned up by the scheduler optionally revoking the certificate if present an
 
 While the CA runs, an order makes progress within seconds; one left in an in-progress status
 (NEW ... FINALIZE_ISSUANCE, :attr:`OrderStatus.in_progress`) for :data:`STUCK_AFTER` (15
-minutes, far beyond any HSM or lint delay) was lost by the thread working on it. The
+minutes) was lost by the thread working on it, unless a thread of this process is still
+working on it (:mod:`ca.inflight`: an HSM may block a signature for longer). The
 scheduler (every :data:`INTERVAL_MINUTES`) marks it UNKNOWN with a note, then settles it:
 
 * a VALID certificate stored for it: the certificate is revoked (``cessationOfOperation``,
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from ca.inflight import in_flight
 from ca.recovery import Recovered, stuck_orders
 from ca.store.audit import append_audit
 from ca.store.base import order_view
@@ -57,6 +59,8 @@ def cleanup_lost_orders(
     done: list[Recovered] = []
     lost = stuck_orders(ca.store, updated_before=at - stuck_after)
     for order in lost + _orders_in(ca, S.UNKNOWN, at):
+        if in_flight(order.id) or _moved(ca, order):
+            continue  # alive (a slow HSM), or it moved on since the query
         try:
             done.append(_settle(ca, order))
         except Exception as exc:  # noqa: BLE001 - one bad order must not stop the others
@@ -81,6 +85,11 @@ def _orders_in(ca: CertificateAuthority, status: OrderStatus, before: datetime) 
     )
     with ca.store.read_session() as session:
         return [order_view(session, r) for r in session.execute(query).scalars()]
+
+
+def _moved(ca: CertificateAuthority, order: OrderView) -> bool:
+    now = ca.store.get_order(order.id)
+    return now.status is not order.status or now.updated_at != order.updated_at
 
 
 def _settle(ca: CertificateAuthority, order: OrderView) -> Recovered:

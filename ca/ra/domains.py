@@ -25,15 +25,15 @@ import re
 import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import dns.exception
 import dns.name
 
+from ca.ra.context import RaContext
 from ca.ra.dns import DnsUnavailable, make_resolver, txt_strings
-from ca.settings.types import CaSettings
+from ca.ra.errors import RaError
 from ca.store.domains import DomainStatus, DomainView, UnknownDomain
-from ca.store.orders import Store
 from config.errors import CmcgateError
 
 __all__ = [
@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 _LDH = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
-class DomainError(CmcgateError):
+class DomainError(RaError):
     """A domain request or check was refused."""
 
     status = 400
@@ -67,19 +67,6 @@ class InvalidDomain(DomainError):
 
 class UnknownAccount(DomainError):
     status = 404
-
-
-class RaContext(Protocol):
-    """What the service needs of :class:`ca.authority.CertificateAuthority`."""
-
-    @property
-    def store(self) -> Store: ...
-
-    @property
-    def settings(self) -> CaSettings: ...
-
-    @property
-    def clock(self) -> Callable[[], datetime]: ...
 
 
 def normalise_domain(text: str) -> str:

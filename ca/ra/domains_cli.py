@@ -10,23 +10,13 @@ import argparse
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 
 from ca.cli_orders import ca_dir, ca_yaml_of, open_store
+from ca.ra.context import StoreContext
 from ca.ra.domains import DomainService, DomainView
-from ca.settings.types import CaSettings
-from ca.store.orders import Store
-
-
-@dataclass
-class _Context:
-    """The parts of the authority the domain service uses (no key backend)."""
-
-    store: Store
-    settings: CaSettings
-    clock: Callable[[], datetime]
 
 
 def _run(args: argparse.Namespace, action: Callable[[DomainService], int]) -> int:
@@ -37,7 +27,7 @@ def _run(args: argparse.Namespace, action: Callable[[DomainService], int]) -> in
     store = open_store(directory, audit_key=True)
     try:
         store.create_all()
-        return action(DomainService(_Context(store, settings, lambda: datetime.now(UTC))))
+        return action(DomainService(StoreContext(store, settings)))
     finally:
         store.close()
 

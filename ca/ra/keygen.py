@@ -38,7 +38,9 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from ca.authority import OrderRefused
 from ca.keys import KeyType
+from ca.ra.errors import RaError
 from ca.settings.types import Approval
+from ca.store.notifications import NotificationStatus
 from ca.store.p12 import PickupGone, Pkcs12View, UnknownPickup
 from config.errors import CmcgateError
 
@@ -72,13 +74,8 @@ class Notifier(Protocol):
     ) -> object: ...
 
 
-class KeygenError(CmcgateError):
+class KeygenError(RaError):
     """Server-side key generation or a pick-up refused; ``status`` is the HTTP answer."""
-
-    def __init__(self, message: str, *, status: int, order_id: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.order_id = order_id
 
 
 def refusal_status(category: str) -> int:
@@ -266,11 +263,11 @@ class KeygenService:
         PKCS#12 (neither PIN nor token is kept): it is purged and its certificate revoked."""
         url = self.ca.settings.ra.link_base() + PICKUP_PATH + token
         try:
-            self.notifier.send("p12_pin", email, order_id=order_id, pin=pin)
-            self.notifier.send(
+            _delivered(self.notifier.send("p12_pin", email, order_id=order_id, pin=pin))
+            _delivered(self.notifier.send(
                 "p12_pickup", email, order_id=order_id, url=url,
                 expires=expires.isoformat().replace("+00:00", "Z"),
-            )  # fmt: skip
+            ))  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - any mail failure strands the key: undo
             self.ca.store.purge_pkcs12(self.ca.clock() + timedelta(days=1), only=order_id)
             self.ca.revoke(
@@ -333,6 +330,15 @@ def p12_pickup_handler(
         )  # fmt: skip
 
     return handle
+
+
+def _delivered(sent: object) -> None:
+    """The notifier records an SMTP failure (a FAILED row, :mod:`ca.ra.notify`) rather than
+    raising it: raise it here, a PIN or link that did not leave strands the PKCS#12."""
+    status = getattr(sent, "status", None)
+    if status is not None and status != NotificationStatus.SENT:
+        error = getattr(sent, "last_error", None) or f"not sent ({status})"
+        raise CmcgateError(str(error))
 
 
 def problem(status: int, detail: str) -> web.Response:

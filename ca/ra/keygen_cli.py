@@ -7,7 +7,6 @@ by mail (two separate mails), as the RA manual's PKCS#12 products do.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -15,26 +14,8 @@ from typing import Any
 
 from ca.authority import IssueResult
 from ca.cli_orders import CaCliError, ca_dir, ca_yaml_of
-from ca.ra.keygen import KeygenResult, Notifier
-
-
-class _NoNotifier:
-    """Stands in where no mail is needed (a renewal with a CSR) and ca.ra.notify is absent."""
-
-    def send(self, kind: str, recipient: str, **fields: object) -> object:
-        raise CaCliError(f"cannot send the {kind} mail: mail notifications are not available")
-
-
-def _notifier(ca: Any, *, required: bool) -> Notifier:
-    """The RA's mail notifier (:mod:`ca.ra.notify`, ``Notifier(ca)``)."""
-    try:
-        module = importlib.import_module("ca.ra.notify")
-    except ImportError:
-        if required:
-            raise CaCliError("mail notifications (ca.ra.notify) are not available") from None
-        return _NoNotifier()  # type: ignore[return-value]
-    notifier: Notifier = module.Notifier(ca)
-    return notifier
+from ca.ra.keygen import KeygenResult
+from ca.ra.notify import Notifier
 
 
 def _open(args: argparse.Namespace) -> Any:
@@ -47,7 +28,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     from ca.ra.keygen import KeygenService
 
     with _open(args) as ca:
-        service = KeygenService(ca, _notifier(ca, required=True))
+        service = KeygenService(ca, Notifier(ca))
         result = service.order(
             args.account, args.product, args.email, requested_by=args.requested_by,
             validity=args.validity, given_name=args.given_name, surname=args.surname,
@@ -70,7 +51,7 @@ def cmd_renew(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise CaCliError(f"{args.csr}: {exc.strerror}") from None
     with _open(args) as ca:
-        service = RenewalService(ca, _notifier(ca, required=False))
+        service = RenewalService(ca, Notifier(ca))
         result = service.renew(args.serial, by=args.operator, csr_der=csr)
         if isinstance(result, KeygenResult):
             print(f"order {result.order_id} {result.status} serial {result.serial}: new key, "

@@ -6,21 +6,29 @@ went out (SENT), did not (FAILED, with the SMTP error: resend it later) or was n
 because its recipient muted notifications (MUTED). A mail outage is recorded, never raised:
 it must not fail an order. Expiry warnings go out once per certificate, threshold (e.g. 30 and
 7 days) and recipient, however often the job runs.
+
+In ``cmcgate ca serve`` (``background=True``) an order confirmation is recorded during the
+issuance and sent by a small background outbox: the CMC or REST answer does not wait for the
+SMTP server (up to its 30 s timeout per step when it hangs). The PIN, link and challenge mails
+stay synchronous: their callers must know whether they left.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from cryptography import x509
 
+from ca.ra.context import RaContext
+from ca.ra.errors import RaError
 from ca.ra.mailer import Mailer, MailError, build_message
 from ca.ra.templates import render, template
-from ca.settings.types import CaSettings
 from ca.store.model import (
     CertificateStatus,
     OrderView,
@@ -34,6 +42,27 @@ from ca.store.orders import Store
 from config.errors import CmcgateError
 
 log = logging.getLogger(__name__)
+#: the background outbox of order confirmations: two SMTP sessions at a time, at most
+#: :data:`OUTBOX_LIMIT` mails waiting (more stay FAILED "not sent yet", to be resent)
+OUTBOX_LIMIT = 200
+_OUTBOX = ThreadPoolExecutor(2, thread_name_prefix="ra-mail")
+_OUTBOX_SLOTS = threading.BoundedSemaphore(OUTBOX_LIMIT)
+_QUEUED: set[Future[object]] = set()
+_QUEUED_LOCK = threading.Lock()
+
+
+def _forget(future: Future[object]) -> None:
+    with _QUEUED_LOCK:
+        _QUEUED.discard(future)
+
+
+def drain_outbox(timeout: float | None = None) -> None:
+    """Wait (at most ``timeout`` seconds) until every queued mail was tried: ``ca serve``
+    before it closes its authorities; tests before they look at the rows."""
+    with _QUEUED_LOCK:
+        queued = list(_QUEUED)
+    wait(queued, timeout=timeout)
+
 
 _EMAIL_RE = re.compile(r"^[^@\s<>\"',;]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z0-9-]{2,63}$")
 #: how many additional renewal emails one certificate may have
@@ -43,31 +72,12 @@ EXPIRY_CHECK_HOURS = 24
 EXPIRY_FIRST_RUN = timedelta(minutes=2)
 
 
-class NotifyError(CmcgateError):
+class NotifyError(RaError):
     """Bad input to the notification service (an address, an unknown notification)."""
-
-    status = 400
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        if status is not None:
-            self.status = status
 
 
 class UnknownNotificationError(NotifyError):
     status = 404
-
-
-class RaContext(Protocol):
-    """What the RA services use of :class:`ca.authority.CertificateAuthority` (a CLI that
-    has only ca.yaml and the database can build one without the CA's keys)."""
-
-    @property
-    def store(self) -> Store: ...
-    @property
-    def settings(self) -> CaSettings: ...
-    @property
-    def clock(self) -> Callable[[], datetime]: ...
 
 
 def check_email(email: str) -> str:
@@ -81,11 +91,16 @@ def check_email(email: str) -> str:
 class Notifier:
     """Renders, records and sends the RA's mails; see the module docstring."""
 
-    def __init__(self, ca: RaContext, mailer: Mailer | None = None) -> None:
+    def __init__(
+        self, ca: RaContext, mailer: Mailer | None = None, *, background: bool = False
+    ) -> None:
         self.ca = ca
         self.mailer = mailer or Mailer(ca.settings.ra.mail)
         #: order confirmations and expiry warnings go out only to a configured mail server
         self.notifying = mailer is not None or ca.settings.ra.mail_configured
+        #: order confirmations are delivered by :data:`_OUTBOX` (``ca serve``: a slow or hung
+        #: SMTP server must not hold the CMC/REST answer of the issuance for its timeout)
+        self.background = background
 
     @property
     def store(self) -> Store:
@@ -103,10 +118,12 @@ class Notifier:
         order_id: str | None = None,
         serial: int | str | None = None,
         reference: str | None = None,
+        later: bool = False,
         **fields: Any,
     ) -> NotificationView:
         """Render ``kind`` with ``fields`` (``order_id`` and ``serial`` are fields too),
-        record it and send it to ``recipient``.
+        record it and send it to ``recipient`` (``later``: from the background outbox; the
+        row returned is the one recorded, "not sent yet").
 
         Muted recipients get no mail of a mutable kind (the row says MUTED); an SMTP
         failure leaves the row FAILED with the error (returned, not raised).
@@ -125,6 +142,8 @@ class Notifier:
         )  # fmt: skip
         if muted:
             return row
+        if later:
+            return self._later(row, body)
         return self._deliver(row, actor="ca", event="sent", body=body)
 
     def _deliver(
@@ -218,9 +237,37 @@ class Notifier:
                 self.send(
                     "order_confirmation", email, order_id=order.id, serial=serial,
                     product=order.product, emails=order.emails, status=order.status.value,
+                    later=self.background,
                 )  # fmt: skip
             except CmcgateError as exc:  # a bad address must not undo an issued order
                 log.warning("order confirmation for %s to %r: %s", order.id, email, exc)
+
+    def _later(self, row: NotificationView, body: str) -> NotificationView:
+        """Hand ``row`` to the outbox; a full outbox leaves it FAILED ("not sent yet") for a
+        resend, as an SMTP outage would."""
+        if not _OUTBOX_SLOTS.acquire(blocking=False):
+            log.warning("notification %d to %s not sent: the mail queue is full",
+                        row.id, row.recipient)  # fmt: skip
+            return row
+
+        def deliver() -> object:
+            try:
+                return self._deliver(row, actor="ca", event="sent", body=body)
+            except Exception as exc:  # noqa: BLE001 - logged; the row says "not sent yet"
+                log.error("notification %d not delivered: %s", row.id, exc)
+                return None
+            finally:
+                _OUTBOX_SLOTS.release()
+
+        future = _OUTBOX.submit(deliver)
+        with _QUEUED_LOCK:
+            _QUEUED.add(future)
+        future.add_done_callback(_forget)
+        return row
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until the queued mails were tried (:func:`drain_outbox`)."""
+        drain_outbox(timeout)
 
     def expiry_warnings(self, now: datetime | None = None) -> int:
         """Warn about valid certificates expiring within each ``expiry_warning_days``;

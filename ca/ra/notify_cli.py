@@ -10,25 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from ca.cli_orders import ca_dir, ca_yaml_of
+from ca.ra.context import StoreContext
 from ca.ra.notify import Notifier
-from ca.settings.types import CaSettings
 from ca.store.notifications import NotificationView
 from ca.store.orders import Store
-
-
-@dataclass
-class _Context:
-    """The part of the CA the notifier uses (:class:`ca.ra.notify.RaContext`)."""
-
-    store: Store
-    settings: CaSettings
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
 def _notifier(args: argparse.Namespace) -> Notifier:
@@ -37,7 +25,7 @@ def _notifier(args: argparse.Namespace) -> Notifier:
     settings = load_ca_settings(ca_yaml_of(ca_dir(args)))
     store = Store.open(settings.ca.database, audit_hmac_key=settings.ca.audit_hmac_key_file)
     store.create_all()
-    return Notifier(_Context(store, settings))
+    return Notifier(StoreContext(store, settings))
 
 
 def _row(n: NotificationView) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from ca.authority import IssueResult, OrderRefused, csr_emails
+from ca.ra.errors import RaError
 from ca.ra.keygen import KeygenError, KeygenResult, KeygenService, Notifier, refusal_status
 from ca.settings.types import KeyGeneration, ProductSettings
 from ca.store.model import (
@@ -47,13 +48,8 @@ _DER = serialization.Encoding.DER
 CSR_UPLOAD_PATH = "/pki/api/v2/orders/{order_id}/csr"
 
 
-class RenewalError(CmcgateError):
+class RenewalError(RaError):
     """A renewal refused; ``status`` is the HTTP answer (404 unknown, 409 wrong state...)."""
-
-    def __init__(self, message: str, *, status: int, order_id: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.order_id = order_id
 
 
 def read_csr(data: bytes) -> x509.CertificateSigningRequest:

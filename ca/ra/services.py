@@ -35,7 +35,7 @@ class RaServices:
 
     @classmethod
     def build(cls, ca: CertificateAuthority) -> RaServices:
-        notifier = Notifier(ca)
+        notifier = Notifier(ca, background=True)  # order confirmations off the request path
         challenges = ChallengeService(ca, notifier)
         keygen = KeygenService(ca, notifier)
         services = cls(

@@ -70,6 +70,7 @@ TEMPLATES: dict[str, MailTemplate] = {
         "separate message.\n",
         ("order_id", "url", "expires"),
         mutable=False,
+        secret=("url",),  # the link carries the one-time token, stored only as its SHA-256
     ),
     "expiry_warning": MailTemplate(
         "Certificate $serial expires in $days days",

@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives import serialization
 from ca.authority import CertificateAuthority
 from ca.ra.challenges import schedule_challenge_expiry
 from ca.ra.confirm_page import add_confirmation_routes
-from ca.ra.notify import schedule_expiry_warnings
+from ca.ra.notify import drain_outbox, schedule_expiry_warnings
 from ca.ra.services import RaServices
 from ca.recovery import recover
 from ca.service.certs import ServiceMaterial, ensure_service_material, write_infra_crl
@@ -59,6 +59,9 @@ log = logging.getLogger(__name__)
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
 SHUTDOWN_TIMEOUT = 30.0
 CRL_REFRESH_SECONDS = 3600
+#: how long a stopping service waits for order confirmations still being sent (rows stay
+#: FAILED "not sent yet", to be resent, when the SMTP server takes longer)
+OUTBOX_DRAIN_SECONDS = 10.0
 #: the query parameter of a GET request (:attr:`cmc.transport.http.TransportSettings.get_parameter`)
 GET_PARAMETER = "message"
 #: HTTP request line limit: a GET carries the whole PKI Request, base64 and percent-encoded
@@ -389,6 +392,7 @@ class CaService:
             await runner.cleanup()
         self._runners.clear()
         self._pool.shutdown(wait=True)
+        drain_outbox(OUTBOX_DRAIN_SECONDS)  # order confirmations still being sent
         for ca in [*self._retired, *([self._ca] if self._ca else [])]:
             ca.close()
         self._retired.clear()

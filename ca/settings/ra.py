@@ -135,7 +135,8 @@ def parse_ra(top: Section, directory: Path) -> RaSettings:
         mail=_mail(sec, directory),
         mail_configured=sec.has("mail"),
         notifications=_notifications(sec),
-        challenge_hours=sec.integer("challenge_hours", 24, 1, 24 * 30),
+        # S/MIME BR 3.2.2.2: the random value of a mailbox challenge is valid for <= 24 h
+        challenge_hours=sec.integer("challenge_hours", 24, 1, 24),
         pkcs12=_pkcs12(sec),
     )
 
@@ -168,7 +169,8 @@ def _domains(ra: Section) -> DomainSettings:
     if not _LABEL_RE.match(label):
         raise sec.error("txt_label", f"ra.domains.txt_label {label!r} is not one DNS label")
     return DomainSettings(
-        token_days=sec.integer("token_days", 30, 1, 365),
+        # S/MIME BR 3.2.2.1 -> TLS BR 3.2.2.4.7: a DNS random value is valid for <= 30 days
+        token_days=sec.integer("token_days", 30, 1, 30),
         # S/MIME BR 3.2.2: domain validation data may be reused for at most 398 days
         validation_days=sec.integer("validation_days", 30, 1, 398),
         check_minutes=sec.integer("check_minutes", 60, 1, 24 * 60),

@@ -99,6 +99,7 @@ def test_notifications_are_listed_without_their_text_and_resent(mailing: Mailing
     order = ra.post("/orders", mailing.token, json={
         "client": ACCOUNT, "product": SILVER, "csr": csr_pem("note@example.org"),
         "renewalEmails": ["boss@example.org"]}).json()  # fmt: skip
+    ra.service.ra_services.notifier.flush(60)  # ca serve sends confirmations in the background
     listed = ra.get("/notifications", mailing.token, params={"order": order["id"]}).json()
     assert [n["kind"] for n in listed] == ["order_confirmation"]
     assert "body" not in listed[0] and listed[0]["status"] == "SENT"

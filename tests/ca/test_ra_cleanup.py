@@ -5,13 +5,15 @@ CRL; renewals that never got their CSR fail after 30 days."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import threading
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from ca.authority import CertificateAuthority
+from ca.authority import CertificateAuthority, IssueResult
+from ca.keys import KeyBackend
 from ca.ra.cleanup import cleanup_lost_orders
 from ca.ra.renewal import RenewalService
 from ca.store.model import CertificateStatus, OrderStatus, OrderView
@@ -21,25 +23,11 @@ from tests.ca.ra_p12_support import (
     SILVER,
     RecordingNotifier,
     csr_der,
-    make_ca_dir,
     openssl,
     strand,
 )
 
 S = OrderStatus
-
-
-@pytest.fixture
-def ca_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "ca"
-    make_ca_dir(directory)
-    return directory
-
-
-@pytest.fixture
-def ca(ca_dir: Path) -> Iterator[CertificateAuthority]:
-    with CertificateAuthority.open(ca_dir / "ca.yaml") as authority:
-        yield authority
 
 
 def test_a_lost_order_with_a_valid_certificate_is_revoked_and_its_serial_is_on_the_crl(
@@ -76,6 +64,53 @@ def test_a_lost_order_with_a_valid_certificate_is_revoked_and_its_serial_is_on_t
     assert [c.to_status for c in ca.store.history(unsigned)][-2:] == [S.UNKNOWN, S.FAILED]
     assert ca.store.get_order(fresh).status is S.PRE_VALIDATION  # not lost (yet)
     assert cleanup_lost_orders(ca, now=later) == []
+
+
+class SlowHsm:
+    """The CA's real key backend, whose key loading waits as an HSM queueing its sessions
+    (or a network HSM failing over) may, until the test lets it go on."""
+
+    def __init__(self, real: KeyBackend) -> None:
+        self.real = real
+        self.waiting, self.go_on = threading.Event(), threading.Event()
+
+    def load(self, label: str) -> Any:
+        self.waiting.set()
+        assert self.go_on.wait(60)
+        return self.real.load(label)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_an_issuance_alive_but_slow_in_the_hsm_is_not_taken_for_lost(
+    ca: CertificateAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hsm = SlowHsm(ca.keys)
+    monkeypatch.setattr(ca, "keys", hsm)
+    results: list[IssueResult | BaseException] = []
+
+    def issue() -> None:
+        try:
+            results.append(ca.submit(csr_der("slow@example.org"), ACCOUNT, SILVER,
+                                     requested_by="test"))  # fmt: skip
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            results.append(exc)
+
+    worker = threading.Thread(target=issue)
+    worker.start()
+    try:
+        assert hsm.waiting.wait(60)
+        [order] = ca.store.find_orders(status=S.PRE_ISSUE)
+        # a clean-up run an hour later: the order has not moved, but its thread is alive
+        assert cleanup_lost_orders(ca, now=ca.clock() + timedelta(hours=1)) == []
+        assert ca.store.get_order(order.id).status is S.PRE_ISSUE
+    finally:
+        hsm.go_on.set()
+        worker.join(60)
+    [result] = results
+    assert isinstance(result, IssueResult) and result.certificate is not None, result
+    assert ca.store.get_order(order.id).status is S.ISSUED
 
 
 def test_a_renewal_waiting_30_days_for_its_csr_fails(ca: CertificateAuthority) -> None:

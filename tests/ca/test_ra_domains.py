@@ -25,6 +25,9 @@ from ca.ra.domains import (
     UnknownDomain,
     normalise_domain,
 )
+from ca.settings.default import dump_default_ca_yaml
+from ca.settings.loader import parse_ca_settings
+from ca.settings.yamlnodes import SettingsError
 from ca.store.audit import audit_records
 from ca.store.model import OrderStatus
 from gateway.main import main as cli_main
@@ -282,3 +285,20 @@ def test_the_scheduler_job_is_registered_with_the_configured_interval(
     schedule_domain_checks(scheduler, lambda: authority)
     job = scheduler.get_job("ra-domain-checks")
     assert job is not None and job.trigger.interval == timedelta(minutes=60)
+
+
+@pytest.mark.parametrize(
+    ("ra_block", "message"),
+    [
+        ("ra:\n  challenge_hours: 48\n", "challenge_hours must be between 1 and 24"),
+        ("ra:\n  domains: {token_days: 31}\n", "token_days must be between 1 and 30"),
+    ],
+)
+def test_random_values_cannot_be_configured_to_outlive_the_br_limits(
+    ra_block: str, message: str
+) -> None:
+    """S/MIME BR 3.2.2.2: a mailbox random value is valid for at most 24 hours; BR 3.2.2.1
+    (TLS BR 3.2.2.4.7 by reference): a domain's DNS random value for at most 30 days."""
+    with pytest.raises(SettingsError) as refused:
+        parse_ca_settings(dump_default_ca_yaml() + ra_block)
+    assert message in str(refused.value)

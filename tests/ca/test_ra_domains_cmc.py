@@ -6,70 +6,39 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import pytest
-import yaml
 
-from ca.init import initialise
-from ca.keys import KeyType
 from ca.ra.domains import DomainService, DomainStatus
-from ca.service.http import CaService, ServiceThread
-from cmc.client import CmcClient
-from cmc.client_config import client_from_config
 from cmc.errors import CMCFailure
-from config.properties import load
-from tests.ca.test_cmc_server import ACCOUNT, PASSWORD, _csr, _free_port, _service_cli, _write_props
+from tests.ca.ra_cmc_support import CmcServed, served_cmc_ca
+from tests.ca.test_cmc_server import ACCOUNT, _csr
 from tests.fixtures.dns import DnsServer
 
 DOMAIN = "cmc-kunde.ch"
 
 
 @dataclass
-class Served:
-    service: CaService
-    props: Path
+class Served(CmcServed):
     dns: DnsServer
-
-    def client(self) -> CmcClient:
-        pki = load(self.props).pki
-        assert pki is not None
-        return client_from_config(pki)
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("cmc-domains")
     dns = DnsServer(tmp).start()
-    directory = tmp / "ca"
-    http_port = _free_port()
-    initialise(
-        directory, key_backend="software", key_type=KeyType.EC_P256, progress=lambda _: None,
-        base_url=f"http://127.0.0.1:{http_port}", account_id=ACCOUNT,
-        email_domains=("example.org",), product_id="example-silver",
-        organization_identifier="NTRCH-CHE-123.456.789",
-    )  # fmt: skip
-    ca_yaml = directory / "ca.yaml"
-    doc = yaml.safe_load(ca_yaml.read_text())
-    doc["ra"] = {
-        "dns": {"nameservers": ["127.0.0.1"], "port": dns.port, "timeout_seconds": 2},
-        "caa_identities": ["ca.cmcgate.test"],
-    }
-    ca_yaml.write_text(yaml.safe_dump(doc, sort_keys=False))
-    service = CaService(directory, https=("127.0.0.1", 0), http=("127.0.0.1", http_port))
-    thread = ServiceThread(service)
-    thread.start()
+
+    def with_dns(doc: dict[str, Any]) -> None:
+        doc["ra"] = {
+            "dns": {"nameservers": ["127.0.0.1"], "port": dns.port, "timeout_seconds": 2},
+            "caa_identities": ["ca.cmcgate.test"],
+        }
+
     try:
-        (tmp / "p12.pass").write_bytes(PASSWORD + b"\n")
-        assert _service_cli(["access-cert", "--dir", str(directory), "--account", ACCOUNT,
-                             "--out", str(tmp / "gw.p12"),
-                             "--password-file", str(tmp / "p12.pass")]) == 0  # fmt: skip
-        issuer = service.ca.issuing_cert.subject.rfc4514_string()
-        url = f"/ws/cmc?account={ACCOUNT}&product=example-silver&validity=1y"
-        props = _write_props(tmp, "gw", service.https_port, url, tmp / "gw.p12", issuer)
-        yield Served(service, props, dns)
+        with served_cmc_ca(tmp, "example-silver", with_dns) as cmc:
+            yield Served(cmc.service, cmc.props, dns)
     finally:
-        thread.stop()
         dns.stop()
 
 

@@ -9,8 +9,11 @@ handler the REST API mounts.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import re
+import socket
 from datetime import timedelta
+from email import message_from_bytes
+from email.policy import default
 from pathlib import Path
 
 import aiohttp
@@ -22,7 +25,12 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from ca.authority import CertificateAuthority
 from ca.ra.keygen import KeygenError, KeygenService, p12_pickup_handler
+from ca.ra.mailer import Mailer
+from ca.ra.notify import Notifier, NotifyError
+from ca.settings.ra import MailSettings
 from ca.store.model import CertificateStatus, OrderStatus
+from ca.store.notifications import NotificationStatus
+from gateway.devservices import SmtpSink
 from tests.ca.ra_p12_support import (
     ACCOUNT,
     DOMAIN,
@@ -30,22 +38,8 @@ from tests.ca.ra_p12_support import (
     P12,
     SILVER,
     RecordingNotifier,
-    make_ca_dir,
     openssl,
 )
-
-
-@pytest.fixture
-def ca_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "ca"
-    make_ca_dir(directory)
-    return directory
-
-
-@pytest.fixture
-def ca(ca_dir: Path) -> Iterator[CertificateAuthority]:
-    with CertificateAuthority.open(ca_dir / "ca.yaml") as authority:
-        yield authority
 
 
 def _token(notifier: RecordingNotifier) -> str:
@@ -170,19 +164,68 @@ def test_keygen_refuses_before_a_key_or_an_order_exists(
     assert ca.store.find_orders() == [] and notifier.calls == []
 
 
+def _undone(ca: CertificateAuthority, failed: KeygenError) -> str:
+    """A key-generation order whose mails did not leave: 503, the PKCS#12 purged, the
+    certificate revoked; its order id."""
+    assert failed.status == 503
+    order_id = failed.order_id
+    assert order_id is not None
+    assert ca.store.pkcs12_bytes_of(order_id) is None
+    serial = ca.store.get_order(order_id).certificate_serial
+    assert serial is not None
+    assert ca.store.get_certificate(serial).status is CertificateStatus.REVOKED
+    return order_id
+
+
 def test_a_pin_mail_that_cannot_be_sent_revokes_the_certificate_and_purges_the_file(
     ca: CertificateAuthority,
 ) -> None:
     notifier = RecordingNotifier(fail_on="p12_pickup")
     with pytest.raises(KeygenError) as failed:
         KeygenService(ca, notifier).order(ACCOUNT, P12, ["erin@example.org"], requested_by="ra")
-    assert failed.value.status == 503
-    order_id = failed.value.order_id
-    assert order_id is not None
-    assert ca.store.pkcs12_bytes_of(order_id) is None
-    serial = ca.store.get_order(order_id).certificate_serial
-    assert serial is not None
-    assert ca.store.get_certificate(serial).status is CertificateStatus.REVOKED
+    _undone(ca, failed.value)
+
+
+def test_a_pin_the_real_notifier_could_not_deliver_undoes_the_order_too(
+    ca: CertificateAuthority,
+) -> None:
+    """The real Notifier records an SMTP failure (a FAILED row) and returns; it does not
+    raise. A PIN that never left cannot be resent (it is not stored): the PKCS#12 could never
+    be opened, so it is purged and its certificate revoked, and no link is mailed."""
+    with socket.socket() as probe:  # a loopback port nobody listens on: connection refused
+        probe.bind(("127.0.0.1", 0))
+        dead_port = int(probe.getsockname()[1])
+    notifier = Notifier(ca, Mailer(MailSettings(port=dead_port), timeout=5))
+    with pytest.raises(KeygenError) as failed:
+        KeygenService(ca, notifier).order(ACCOUNT, P12, ["ivan@example.org"], requested_by="ra")
+    order_id = _undone(ca, failed.value)
+    rows = notifier.list(order_id=order_id)
+    assert [(n.kind, n.status) for n in rows] == [("p12_pin", NotificationStatus.FAILED)]
+
+
+def test_neither_the_pin_nor_the_pickup_token_is_kept_in_the_notifications_table(
+    ca: CertificateAuthority, smtp_sink: SmtpSink
+) -> None:
+    """Only the token's SHA-256 is stored (the link is a credential, like the PIN): the
+    recorded copies of both mails withhold them, and they cannot be resent from the table."""
+    notifier = Notifier(ca, Mailer(MailSettings(port=smtp_sink.port)))
+    result = KeygenService(ca, notifier).order(ACCOUNT, P12, ["jana@example.org"],
+                                               requested_by="ra")  # fmt: skip
+    mailed = "\n".join(
+        message_from_bytes(m.content, policy=default).get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        for m in smtp_sink.messages if "jana@example.org" in m.rcpt_tos
+    )  # fmt: skip
+    token = re.search(r"/pki/api/v2/p12/([A-Za-z0-9_-]+)", mailed)
+    pin = re.search(r"is:\s+([A-Z2-9]{12})\b", mailed)
+    assert token and pin, mailed
+    rows = notifier.list(order_id=result.order_id)
+    assert [n.kind for n in rows] == ["p12_pin", "p12_pickup"]
+    for row in rows:
+        assert token.group(1) not in row.body + row.subject
+        assert pin.group(1) not in row.body + row.subject
+        with pytest.raises(NotifyError) as refused:
+            notifier.resend(row.id, by="operator")
+        assert refused.value.status == 409
 
 
 def test_the_pickup_link_is_served_once_over_http(ca: CertificateAuthority) -> None:

@@ -5,6 +5,8 @@ per threshold however often the job runs), the message format and the operator's
 from __future__ import annotations
 
 import email
+import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -160,8 +162,8 @@ def test_an_smtp_outage_is_recorded_failed_and_resend_delivers_later(bundled: Bu
     sink = SmtpSink()  # its port, nothing listening yet
     notifier = Notifier(bundled.ca, _mailer(sink.port))
     order_id = _issue(bundled.ca, "frank@example.org").order_id
-    row = notifier.send("p12_pickup", "frank@example.org", order_id=order_id,
-                        url="https://ra.example.org/p12/246810", expires="2030-01-01")  # fmt: skip
+    row = notifier.send("renewal_csr_needed", "frank@example.org", order_id=order_id,
+                        serial="1f", url="https://ra.example.org/csr/246810")  # fmt: skip
     assert row.status is NotificationStatus.FAILED and row.last_error and row.attempts == 1
     assert notifier.list(status="failed", recipient="FRANK@example.org") == [row]
     sink.start()
@@ -328,3 +330,60 @@ def test_a_pin_or_a_code_is_mailed_but_never_stored_and_such_mails_are_not_resen
     with pytest.raises(NotifyError) as refused:
         notifier.resend(row.id, by="operator")
     assert refused.value.status == 409
+
+
+class HeldSmtp:
+    """A real SMTP listener that accepts a connection and holds its greeting until
+    released (a hung or overloaded mail server), then refuses with 554."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(5)
+        self.port = int(self.sock.getsockname()[1])
+        self.connected, self.go_on = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            conn, _peer = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            self.connected.set()
+            self.go_on.wait(60)
+            conn.sendall(b"554 5.3.2 not accepting mail now\r\n")
+            try:
+                conn.recv(1024)
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        self.go_on.set()
+        self.sock.close()
+        self.thread.join(10)
+
+
+def test_an_order_confirmation_does_not_hold_the_issuance_while_smtp_hangs(
+    bundled: Bundled,
+) -> None:
+    """``ca serve``'s notifier (background): the certificate is handed out while the SMTP
+    server still holds its greeting; the row is there at once and says what happened later."""
+    server = HeldSmtp()
+    notifier = Notifier(bundled.ca, _mailer(server.port), background=True)
+    bundled.ca.on_issued = notifier.order_issued
+    try:
+        cert = _issue(bundled.ca, "hugo@example.org")  # returned: the mail is still held
+        [row] = notifier.list(order_id=cert.order_id)
+        assert row.kind == "order_confirmation" and row.attempts == 0
+        assert row.status is NotificationStatus.FAILED and row.last_error == "not sent yet"
+        assert server.connected.wait(30)  # the outbox is talking to the server meanwhile
+    finally:
+        server.go_on.set()
+        notifier.flush(60)
+        bundled.ca.on_issued = lambda order, certificate: None
+        server.stop()
+    [row] = notifier.list(order_id=cert.order_id)
+    assert row.attempts == 1 and row.status is NotificationStatus.FAILED
+    assert "554" in (row.last_error or "")

@@ -4,7 +4,6 @@ as a first order; PKCS#12 certificates get a new server-made key."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,22 +15,9 @@ from ca.ra.keygen import KeygenResult, KeygenService
 from ca.ra.renewal import RenewalError, RenewalService
 from ca.store.model import OrderStatus, OrderView
 from gateway.main import main as cli_main
-from tests.ca.ra_p12_support import ACCOUNT, P12, SILVER, RecordingNotifier, csr_der, make_ca_dir
+from tests.ca.ra_p12_support import ACCOUNT, P12, SILVER, RecordingNotifier, csr_der
 
 S = OrderStatus
-
-
-@pytest.fixture
-def ca_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "ca"
-    make_ca_dir(directory)
-    return directory
-
-
-@pytest.fixture
-def ca(ca_dir: Path) -> Iterator[CertificateAuthority]:
-    with CertificateAuthority.open(ca_dir / "ca.yaml") as authority:
-        yield authority
 
 
 def _issued(ca: CertificateAuthority, email: str) -> str:
