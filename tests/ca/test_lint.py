@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ca.hierarchy import build_issuing_ca, build_root_ca, ca_name
@@ -273,6 +273,7 @@ _SUBJECTS = st.lists(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(kind=st.sampled_from(list(ProfileKind)), attrs=_SUBJECTS)
+@example(kind=ProfileKind.SPONSOR, attrs=[(NameOID.GIVEN_NAME, "-"), (NameOID.SURNAME, "Muster")])
 def test_any_requested_subject_is_issued_lint_clean_or_refused_with_a_reason(
     linter: CertificateLinter,
     issuer: tuple,
