@@ -13,14 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ca import crl as crl_module
 from ca.authority_checks import (
     OrderChecks,
     csr_emails,
@@ -28,6 +27,7 @@ from ca.authority_checks import (
     shared_linter,
     uses_internal_urls,
 )
+from ca.authority_crl import Revocations
 from ca.inflight import working_on
 from ca.keys import KeyBackend, KeyBackendError, backend_from_settings
 from ca.profiles.builder import build_tbs
@@ -39,11 +39,10 @@ from ca.ra.dns import DnsUnavailable
 from ca.settings.loader import load_ca_settings
 from ca.settings.types import Approval, CaSettings, KeyGeneration, ProductSettings
 from ca.store.model import (
-    CertificateView,
     IllegalTransition,
     OrderStatus,
     OrderView,
-    RevocationView,
+    StoreConflict,
     StoreError,
 )
 from ca.store.orders import Store
@@ -87,7 +86,7 @@ class IssueResult:
         return self.certificate is None
 
 
-class CertificateAuthority(OrderChecks, Closing):
+class CertificateAuthority(OrderChecks, Revocations, Closing):
     """Issues, revokes and publishes CRLs for one ``ca.yaml``."""
 
     def __init__(
@@ -226,7 +225,14 @@ class CertificateAuthority(OrderChecks, Closing):
                 order_id=order_id,
             )
         if csr_der is not None:
-            order = self.store.set_csr(order_id, csr_der)
+            try:  # of two uploads at once only the first is used
+                order = self.store.set_csr(order_id, csr_der, first=True)
+            except StoreConflict:
+                raise OrderRefused(
+                    f"order {order_id} has its CSR already",
+                    category="bad_request",
+                    order_id=order_id,
+                ) from None
         if order.csr_der is None:
             raise OrderRefused(
                 f"order {order_id} has no CSR yet", category="bad_request", order_id=order_id
@@ -400,40 +406,6 @@ class CertificateAuthority(OrderChecks, Closing):
         if not current.status.is_final:
             self.store.fail(order.id, reason)
         raise OrderRefused(reason, category=category, order_id=order.id)
-
-    # -- revocation and CRL -----------------------------------------------------------------
-    def revoke(
-        self, serial: int | str, reason: str = "unspecified", *, by: str, comment: str | None = None
-    ) -> RevocationView:
-        view = self.store.revoke(serial, reason, by=by, comment=comment)
-        cert = self.store.get_certificate(serial)
-        if self.settings.ca.ldap is not None:
-            for email in cert.emails:
-                self.store.enqueue_job("unpublish", cert.serial, email, order_id=cert.order_id)
-        self.write_crl()
-        return view
-
-    def crl(self) -> x509.CertificateRevocationList:
-        key = self.keys.load(self.settings.ca.issuing.key_label)
-        return crl_module.build_crl(
-            self.issuing_cert, key, self.store.revoked_entries(), now=self.clock(),
-            next_update=timedelta(hours=self.settings.ca.crl_next_update_hours),
-        )  # fmt: skip
-
-    def root_crl(self) -> x509.CertificateRevocationList:
-        key = self.keys.load(self.settings.ca.root.key_label)
-        return crl_module.build_crl(
-            self.root_cert, key, [], now=self.clock(), next_update=timedelta(days=365)
-        )
-
-    def write_crl(self) -> Path:
-        """Regenerate the issuing CA's CRL under <dir>/crl/issuing.crl (served over HTTP)."""
-        path = self.settings.ca.directory / "crl" / "issuing.crl"
-        crl_module.write_atomically(path, self.crl().public_bytes(serialization.Encoding.DER))
-        return path
-
-    def certificates(self, **filters: object) -> list[CertificateView]:
-        return self.store.find_certificates(**filters)  # type: ignore[arg-type]
 
 
 def _nothing(*_args: object) -> None:

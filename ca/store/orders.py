@@ -286,9 +286,19 @@ class Store(CertificatesMixin, JobsMixin, RaStoreMixin, Closing):
                 for r in rows
             ]
 
-    def set_csr(self, order_id: str, csr_der: bytes, *, now: datetime | None = None) -> OrderView:
-        """Attach the CSR an order (e.g. PENDING_CSR_RENEWAL) was waiting for."""
-        return self._update_order(order_id, now, csr_der=csr_der)
+    def set_csr(
+        self, order_id: str, csr_der: bytes, *, now: datetime | None = None, first: bool = False
+    ) -> OrderView:
+        """Attach the CSR an order (e.g. PENDING_CSR_RENEWAL) was waiting for; ``first``:
+        only if it has none yet (of two uploads at once, the second is refused)."""
+        with self.write_session() as session:
+            row = _locked_order(session, order_id)
+            if first and row.csr_der is not None:
+                raise StoreConflict(f"order {order_id} has its CSR already")
+            row.csr_der = csr_der
+            row.updated_at = now or utcnow()
+            session.flush()
+            return order_view(session, row)
 
     def set_pend_token(
         self, order_id: str, pend_token: bytes, *, now: datetime | None = None

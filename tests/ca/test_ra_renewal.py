@@ -10,7 +10,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ca.authority import CertificateAuthority, IssueResult
+from ca.authority import CertificateAuthority, IssueResult, OrderRefused
 from ca.ra.keygen import KeygenResult, KeygenService
 from ca.ra.renewal import RenewalError, RenewalService
 from ca.store.model import OrderStatus, OrderView
@@ -81,6 +81,20 @@ def test_without_a_csr_the_renewal_waits_and_the_mailed_csr_releases_it(
     with pytest.raises(RenewalError) as again:
         service.provide_csr(waiting.id, pem, by="bob")
     assert again.value.status == 409
+
+
+def test_of_two_renewal_csrs_uploaded_at_once_only_the_first_is_used(
+    ca: CertificateAuthority,
+) -> None:
+    waiting = RenewalService(ca, RecordingNotifier()).renew(_issued(ca, "cem@example.org"), by="op")
+    assert isinstance(waiting, OrderView)
+    first = csr_der("cem@example.org")
+    # the first upload has stored its CSR and is on its way to issuance when the second comes
+    ca.store.set_csr(waiting.id, first, first=True)
+    with pytest.raises(OrderRefused, match="has its CSR already"):
+        ca.resume(waiting.id, actor="cem", csr_der=csr_der("cem@example.org"))
+    assert ca.store.get_order(waiting.id).csr_der == first
+    assert ca.store.get_order(waiting.id).status is S.PENDING_CSR_RENEWAL
 
 
 def test_a_revoked_or_unknown_certificate_is_not_renewed(ca: CertificateAuthority) -> None:
