@@ -9,6 +9,7 @@ confirmation page (:mod:`ca.ra.confirm_page`) find them there.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,8 @@ from ca.ra.renewal import RenewalService
 
 if TYPE_CHECKING:
     from ca.authority import CertificateAuthority
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,4 +52,12 @@ class RaServices:
         )
         ca.on_pending_validation = challenges.start
         ca.on_issued = notifier.order_issued
+        mailing = [p.id for p in ca.settings.products
+                   if p.mailbox_validation or p.key_generation.allows(True)]  # fmt: skip
+        if mailing and not ca.settings.ra.mail_configured:
+            log.warning(
+                "products %s mail challenges or PKCS#12 PINs, but ca.yaml has no ra.mail: "
+                "they go to %s:%d", ", ".join(mailing), ca.settings.ra.mail.host,
+                ca.settings.ra.mail.port,
+            )  # fmt: skip
         return services

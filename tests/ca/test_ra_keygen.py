@@ -9,6 +9,7 @@ handler the REST API mounts.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import socket
 from datetime import timedelta
@@ -281,3 +282,15 @@ def test_one_address_given_as_text_is_one_address(ca: CertificateAuthority) -> N
         ACCOUNT, P12, "hank@example.org", requested_by="ra"
     )
     assert ca.store.get_order(result.order_id).emails == ("hank@example.org",)
+
+
+def test_products_that_need_mail_without_ra_mail_are_named_in_a_warning(
+    ca: CertificateAuthority, caplog: pytest.LogCaptureFixture
+) -> None:
+    from ca.ra.services import RaServices
+
+    assert not ca.settings.ra.mail_configured
+    with caplog.at_level(logging.WARNING, logger="ca.ra.services"):
+        RaServices.build(ca)
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "ca.ra.services"]
+    assert P12 in warning and "no ra.mail" in warning and "127.0.0.1:25" in warning
