@@ -182,9 +182,7 @@ class GatewayRun:
     administrator runs it; ready once the log shows ``ready`` (the line the command logs
     when it listens: with workers, once all of them do)."""
 
-    def __init__(
-        self, config: Path, log: Path, *, ready: str = "cmcgate gateway started"
-    ) -> None:
+    def __init__(self, config: Path, log: Path, *, ready: str = "cmcgate gateway started") -> None:
         cmcgate = str(Path(sys.executable).parent / "cmcgate")
         with open(log, "wb") as out:
             self.process = subprocess.Popen(

@@ -36,9 +36,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.worker is None and holder.current.gateway.workers > 1:
         from gateway.smtp.workers import supervise
 
-        return supervise(
-            holder, signals, quarantine_dir=quarantine_dir, log_level=args.log_level
-        )
+        return supervise(holder, signals, quarantine_dir=quarantine_dir, log_level=args.log_level)
     return run(holder, signals, quarantine_dir=quarantine_dir, worker=args.worker)
 
 
