@@ -27,6 +27,7 @@ from ca.authority import OrderRefused
 from ca.keys import KeyBackendError
 from ca.ra import api_admin, api_certs, api_orders, api_ra
 from ca.ra.api_base import ApiProblem, Call, Reply, Route
+from ca.ra.api_schemas import ref
 from ca.ra.auth import AuthError
 from ca.ra.openapi import build_document
 from ca.ra.services import RaServices
@@ -76,9 +77,9 @@ JWT_BODY = {
 }
 BASE_ROUTES = (
     Route("POST", "/jwt", exchange_jwt, "Exchange an API key for a JWT (8 h)", "auth",
-          auth=False, body=JWT_BODY, produces=("text/plain",)),
+          auth=False, body=JWT_BODY, produces=("text/plain",), errors=(401,)),
     Route("GET", "/openapi.json", openapi_document, "This document", "auth", auth=False,
-          absolute=True),
+          absolute=True, returns=ref("OpenApiDocument")),
 )  # fmt: skip
 #: every route of the API; the wiring of the RA's other parts appends theirs here
 ROUTES: tuple[Route, ...] = (

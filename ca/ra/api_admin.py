@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ca.ra.api_base import ApiProblem, Call, NotFound, Param, Reply, Route, is_number, plain
+from ca.ra.api_schemas import array_of, ref
 from ca.settings.types import ProductSettings
 from ca.store.model import JobStatus, UnknownJob
 from ca.store.search import Page
@@ -92,13 +93,15 @@ def retry_job(call: Call) -> Reply:
 
 
 ROUTES = (
-    Route("GET", "/products", list_products, "Products the user's clients may order", "clients"),
-    Route("GET", "/clients", list_clients, "The user's clients and permissions", "clients"),
+    Route("GET", "/products", list_products, "Products the user's clients may order", "clients",
+          returns=array_of("Product")),
+    Route("GET", "/clients", list_clients, "The user's clients and permissions", "clients",
+          returns=array_of("Client")),
     Route("GET", "/jobs", list_jobs, "Publication jobs", "jobs", "read", query=(
         Param("status", "job status", enum=tuple(s.value for s in JobStatus)),
         Param("serial", "certificate serial (hex)"),
         Param("limit", "at most this many (1..1000, default 100)", "integer"),
-        Param("offset", "skip this many", "integer"))),
+        Param("offset", "skip this many", "integer")), returns=array_of("Job")),
     Route("POST", "/jobs/{id}/retry", retry_job, "Retry a failed publication job", "jobs",
-          "publish"),
+          "publish", returns=ref("Job")),
 )  # fmt: skip

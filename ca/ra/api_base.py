@@ -72,6 +72,10 @@ class Route:
     #: success status and media types of the answer
     success: int = 200
     produces: tuple[str, ...] = ("application/json",)
+    #: JSON Schema of a JSON success answer (:mod:`ca.ra.api_schemas`)
+    returns: Mapping[str, Any] | None = None
+    #: error statuses this route answers beyond those every route may (documentation)
+    errors: tuple[int, ...] = ()
     #: a path parameter is a credential (p12 pick-up token): audit and log the template only
     secret_path: bool = False
     absolute: bool = False

@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ca.ra.api_base import ApiProblem, Call, NotFound, Param, Reply, Route, iso
+from ca.ra.api_schemas import array_of, ref
 from ca.store.model import OrderStatus, OrderView, UnknownOrder
 from ca.store.search import Page
 
@@ -242,7 +243,7 @@ def add_order_comment(call: Call) -> Reply:
 _STATUSES = tuple(dict.fromkeys(s.value for s in OrderStatus))
 ROUTES = (
     Route("POST", "/orders", create_order, "Order a certificate (CSR or server-side key)",
-          "orders", "issue", body=ORDER_BODY, success=201),
+          "orders", "issue", body=ORDER_BODY, success=201, returns=ref("Order")),
     Route("GET", "/orders", list_orders, "Search orders", "orders", "read", query=(
         Param("email", "an address of the order", format="email"),
         Param("status", "order status", enum=_STATUSES),
@@ -250,14 +251,15 @@ ROUTES = (
         Param("from", "created at or after (ISO 8601)", format="date-time"),
         Param("to", "created before (ISO 8601)", format="date-time"),
         Param("limit", "at most this many (1..1000, default 100)", "integer"),
-        Param("offset", "skip this many", "integer"))),
-    Route("GET", "/orders/{id}", get_order, "An order with its status history", "orders", "read"),
+        Param("offset", "skip this many", "integer")), returns=array_of("Order")),
+    Route("GET", "/orders/{id}", get_order, "An order with its status history", "orders", "read",
+          returns=ref("Order")),
     Route("POST", "/orders/{id}/approve", approve_order, "Authorize an order waiting for it",
-          "orders", "approve"),
+          "orders", "approve", returns=ref("Order")),
     Route("POST", "/orders/{id}/csr", provide_csr, "Give the CSR a renewal order waits for",
-          "orders", "issue", body=CSR_BODY),
+          "orders", "issue", body=CSR_BODY, returns=ref("Order")),
     Route("GET", "/orders/{id}/comments", list_order_comments, "Comments of an order",
-          "comments", "read"),
+          "comments", "read", returns=array_of("Comment")),
     Route("POST", "/orders/{id}/comments", add_order_comment, "Comment on an order", "comments",
-          "comment", body=COMMENT_BODY, success=201),
+          "comment", body=COMMENT_BODY, success=201, returns=ref("Comment")),
 )  # fmt: skip

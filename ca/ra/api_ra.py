@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ca.ra.api_base import Call, NotFound, Param, Reply, Route, is_number, plain
+from ca.ra.api_schemas import array_of, ref
 from ca.store.model import StoreError, UnknownCertificate, UnknownOrder
 
 DOMAIN_BODY = {
@@ -153,18 +154,22 @@ _D = "/domains/{client}/{domain}"
 ROUTES = (
     Route("GET", "/domains", list_domains, "Pre-validated domains", "domains", "read", query=(
         Param("client", "account"),
-        Param("status", "domain status"))),
+        Param("status", "domain status")), returns=array_of("Domain")),
     Route("POST", "/domains", request_domain, "Request a domain: TXT token to publish",
-          "domains", "domains", body=DOMAIN_BODY, success=201),
-    Route("GET", _D, get_domain, "A domain and its validation", "domains", "read"),
+          "domains", "domains", body=DOMAIN_BODY, success=201, returns=ref("Domain")),
+    Route("GET", _D, get_domain, "A domain and its validation", "domains", "read",
+          returns=ref("Domain")),
     Route("POST", _D + "/check", check_domain, "Check the TXT record now", "domains",
-          "domains"),
-    Route("DELETE", _D, delete_domain, "Forget a domain", "domains", "domains"),
+          "domains", returns=ref("Domain")),
+    Route("DELETE", _D, delete_domain, "Forget a domain", "domains", "domains",
+          returns=ref("Domain")),
     Route("GET", "/notifications", list_notifications, "Mails sent for orders/certificates",
           "notifications", "read", query=(
-              Param("order", "order id"), Param("serial", "certificate serial (hex)"))),
+              Param("order", "order id"), Param("serial", "certificate serial (hex)")),
+          returns=array_of("Notification")),
     Route("POST", "/notifications/{id}/resend", resend_notification, "Send a mail again",
-          "notifications", "issue"),
+          "notifications", "issue", returns=ref("Notification")),
     Route("GET", "/p12/{token}", pickup_p12, "Pick up a server-generated PKCS#12 (once)",
-          "pkcs12", auth=False, produces=("application/x-pkcs12",), secret_path=True),
+          "pkcs12", auth=False, produces=("application/x-pkcs12",), secret_path=True,
+          errors=(410,)),
 )  # fmt: skip

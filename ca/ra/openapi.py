@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ca.ra.api_base import Route
+from ca.ra.api_schemas import SCHEMAS
 
 VERSION = "2.0.0"
 _PATH_PARAM = re.compile(r"{([A-Za-z0-9_]+)(?::[^}]*)?}")
@@ -31,13 +32,20 @@ PROBLEM = {
     },
     "required": ["type", "title", "status"],
 }
+#: what any route may answer (401 only with ``auth``; a route lists more in ``errors``)
 _ERRORS = {
-    "400": "bad input (details in the problem)",
-    "401": "no, an expired or an invalid token",
-    "403": "the permission is missing, or the CA refused the identity",
-    "404": "unknown, or not visible to this user",
-    "409": "the object is not in a state that allows this",
-    "503": "a back end (database, HSM, DNS, SMTP) is unavailable: try later",
+    400: "bad input (details in the problem)",
+    401: "no, an expired or an invalid token",
+    403: "the permission is missing, or the CA refused the identity",
+    404: "unknown, or not visible to this user",
+    409: "the object is not in a state that allows this",
+    503: "a back end (database, HSM, DNS, SMTP) is unavailable: try later",
+}
+#: what only some routes answer: those with a body (408, 413) or naming it in ``errors``
+_MORE_ERRORS = {
+    408: "the request body did not arrive in time",
+    410: "gone: picked up already, purged or expired",
+    413: "the request body is larger than 256 KiB",
 }
 
 
@@ -65,18 +73,20 @@ def _operation(route: Route) -> dict[str, Any]:
                        "description": param.description, "schema": schema})  # fmt: skip
     success: dict[str, Any] = {
         "description": "OK" if route.success == 200 else "done",
-        "content": {media: {"schema": _success_schema(media)} for media in route.produces},
+        "content": {media: {"schema": _success_schema(route, media)} for media in route.produces},
     }
     responses: dict[str, Any] = {str(route.success): success}
     problem = {
         "content": {
             "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
         }
-    }  # noqa: E501
-    for code, text in _ERRORS.items():
-        if code == "401" and not route.auth:
-            continue
-        responses[code] = {"description": text, **problem}
+    }
+    codes = {c for c in _ERRORS if c != 401 or route.auth} | set(route.errors)
+    if route.body is not None:
+        codes |= {408, 413}
+    for code in sorted(codes):
+        text = _ERRORS.get(code) or _MORE_ERRORS[code]
+        responses[str(code)] = {"description": text, **problem}
     op: dict[str, Any] = {
         "operationId": route.operation_id,
         "summary": route.summary,
@@ -95,9 +105,9 @@ def _operation(route: Route) -> dict[str, Any]:
     return op
 
 
-def _success_schema(media: str) -> dict[str, Any]:
+def _success_schema(route: Route, media: str) -> dict[str, Any]:
     if media == "application/json":
-        return {}
+        return dict(route.returns or {"type": "object"})
     if media.startswith("text/"):
         return {"type": "string"}
     return {"type": "string", "contentMediaType": media}
@@ -120,7 +130,7 @@ def build_document(routes: Iterable[Route]) -> dict[str, Any]:
         },
         "paths": dict(sorted(paths.items())),
         "components": {
-            "schemas": {"Problem": PROBLEM},
+            "schemas": {"Problem": PROBLEM, **SCHEMAS},
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
             },
