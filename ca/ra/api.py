@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from contextvars import ContextVar
@@ -159,7 +160,9 @@ class RaApi:
         self.current = current
         self.pool = pool
         self.body_timeout = body_timeout
-        self._secret_paths = {r.full_path for r in ROUTES if r.secret_path}
+        #: the static part of a path whose parameter is a credential -> its template
+        self._secret_paths = {r.full_path.split("{")[0]: r.full_path for r in ROUTES
+                              if r.secret_path}  # fmt: skip
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._guard], client_max_size=MAX_BODY)
@@ -171,9 +174,14 @@ class RaApi:
         return await asyncio.get_running_loop().run_in_executor(self.pool, func, *args)
 
     def _subject(self, request: web.Request) -> str:
-        resource = request.match_info.route.resource
-        template = resource.canonical if resource is not None else None
-        path = template if template in self._secret_paths else request.path
+        """``METHOD path`` for the audit record and the log line; below a path whose parameter
+        is a credential (the p12 pick-up token) the template only — also when the method or
+        the rest of the path matches no route (405, 404): the token is still in it."""
+        path = request.path
+        collapsed = re.sub("/+", "/", path)
+        for prefix, template in self._secret_paths.items():
+            if collapsed.startswith(prefix):
+                path = template
         return f"{request.method} {path}"[:250]
 
     @web.middleware

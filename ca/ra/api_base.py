@@ -160,9 +160,11 @@ class Call:
             return None
         try:
             value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
+            # in UTC here: 9999-12-31T23:59-23:59 overflows, and is bad input, not a 503
+            # from the database driver that would otherwise convert it
+            return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+        except (ValueError, OverflowError):
             raise ApiProblem(400, f"{name} must be an ISO 8601 date or date-time") from None
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
 
     def arg_enum(self, name: str, kind: type[enum.Enum]) -> Any:
         text = self.arg(name)

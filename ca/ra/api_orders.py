@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import serialization
 
 from ca.ra.api_base import ApiProblem, Call, NotFound, Param, Reply, Route, iso
 from ca.ra.api_schemas import array_of, ref
+from ca.ra.notify import MAX_RENEWAL_EMAILS, NotifyError, check_email
 from ca.store.model import OrderStatus, OrderView, UnknownOrder
 from ca.store.search import Page
 
@@ -122,6 +123,7 @@ def create_order(call: Call) -> Reply:
     key_generation = call.text("keyGeneration", required=False) or "csr"
     if key_generation not in ("csr", "pkcs12"):
         raise ApiProblem(400, "keyGeneration must be csr or pkcs12")
+    emails = _renewal_emails(call.body.get("renewalEmails"))  # checked before any order
     if key_generation == "pkcs12":
         order = _server_side_order(call, client, product, validity)
     else:
@@ -133,9 +135,9 @@ def create_order(call: Call) -> Reply:
         order = result.order
     if comment:
         call.ca.store.add_comment(order.id, call.actor, comment)
-    emails = call.body.get("renewalEmails") if isinstance(call.body, dict) else None
-    if emails is not None:
-        _renewal_emails(call, order, emails)
+    notifier = getattr(call.services, "notifier", None)
+    if emails and notifier is not None and order.certificate_serial is not None:
+        notifier.set_renewal_emails(order.certificate_serial, emails, by=call.actor)
     return Reply(201, order_json(call, order), headers={"Location": f"orders/{order.id}"})
 
 
@@ -169,13 +171,20 @@ def _server_side_order(call: Call, client: str, product: str, validity: str | No
     return order_of(call, result)
 
 
-def _renewal_emails(call: Call, order: OrderView, emails: Any) -> None:
-    """The manual's additional renewal emails (3.4.5) of the certificate issued now."""
-    if not isinstance(emails, list) or not all(isinstance(e, str) and "@" in e for e in emails):
+def _renewal_emails(emails: Any) -> tuple[str, ...]:
+    """The manual's additional renewal emails (3.4.5) of the certificate to be issued, checked
+    as the notifier will store them — before the order, so bad input changes nothing."""
+    if emails is None:
+        return ()
+    if not isinstance(emails, list) or not all(isinstance(e, str) for e in emails):
         raise ApiProblem(400, "renewalEmails must be a list of mail addresses")
-    notifier = getattr(call.services, "notifier", None)
-    if notifier is not None and order.certificate_serial is not None:
-        notifier.set_renewal_emails(order.certificate_serial, tuple(emails), by=call.actor)
+    try:
+        addresses = tuple(check_email(e) for e in emails)
+    except NotifyError as exc:
+        raise ApiProblem(400, f"renewalEmails: {exc}") from None
+    if len(set(addresses)) > MAX_RENEWAL_EMAILS:
+        raise ApiProblem(400, f"at most {MAX_RENEWAL_EMAILS} renewalEmails per certificate")
+    return addresses
 
 
 def get_order(call: Call) -> Reply:

@@ -235,3 +235,37 @@ def test_every_call_is_audited_and_the_chain_stays_intact(
     assert calls[0].details["account"] == ACCOUNT
     assert main(["ca", "audit", "verify", "--dir", str(ra.directory)]) == 0
     assert "audit log intact" in capsys.readouterr().out
+
+
+def test_a_bad_member_refuses_the_order_before_anything_is_made(
+    ra: RaRunning, users: Users
+) -> None:
+    """renewalEmails was checked after the certificate was issued: a 400 with an order made."""
+    before = len(ra.get("/orders", users.admin, params={"limit": "1000"}).json())
+    for bad in ("not-a-list", ["no-at-sign"], [5]):
+        _problem(_order(ra, users.admin, "renew-bad@example.org", renewalEmails=bad), 400)
+    assert len(ra.get("/orders", users.admin, params={"limit": "1000"}).json()) == before
+    found = ra.get("/orders", users.admin, params={"email": "renew-bad@example.org"}).json()
+    assert found == []
+
+
+def test_a_time_out_of_range_is_bad_input_not_an_unavailable_database(
+    ra: RaRunning, users: Users
+) -> None:
+    for text in ("9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59"):
+        problem = _problem(ra.get("/orders", users.admin, params={"from": text}), 400)
+        assert "from" in problem["detail"]
+
+
+def test_a_pickup_token_in_any_path_stays_out_of_the_audit_log(ra: RaRunning, users: Users) -> None:
+    """A token under /p12/ is a credential also when the method or the path is wrong (405,
+    404): the audit record and the log line name /p12/{token}, never the token."""
+    store = ra.service.ca.store
+    token = "PickupTokenNotForTheLog0123456789abcdefABC"
+    _problem(ra.post(f"/p12/{token}"), 405)
+    _problem(ra.get(f"/p12/{token}/more"), 404)
+    _problem(ra.get(f"/p12/{token}/"), 404)
+    subjects = [r.subject for r in audit_records(store) if r.event_type == "api_call"]
+    assert not [s for s in subjects if token in s]
+    assert subjects[-3:] == ["POST /pki/api/v2/p12/{token}", "GET /pki/api/v2/p12/{token}",
+                             "GET /pki/api/v2/p12/{token}"]  # fmt: skip
