@@ -269,3 +269,44 @@ def test_a_pickup_token_in_any_path_stays_out_of_the_audit_log(ra: RaRunning, us
     assert not [s for s in subjects if token in s]
     assert subjects[-3:] == ["POST /pki/api/v2/p12/{token}", "GET /pki/api/v2/p12/{token}",
                              "GET /pki/api/v2/p12/{token}"]  # fmt: skip
+
+
+def _raw_tls(ra: RaRunning, request: bytes) -> bytes:
+    import socket
+    import ssl
+
+    context = ssl.create_default_context(cafile=ra.verify)
+    with socket.create_connection(("127.0.0.1", ra.service.ra_port), timeout=30) as sock:
+        with context.wrap_socket(sock, server_hostname="localhost") as tls:
+            tls.sendall(request)
+            answer = b""
+            while chunk := tls.recv(65536):
+                answer += chunk
+    return answer
+
+
+def test_what_aiohttp_cannot_parse_is_answered_as_a_problem_too(
+    ra: RaRunning, users: Users
+) -> None:
+    """A request line or header over 8 KiB, or no HTTP at all, never reaches the app: aiohttp
+    answered text/plain, echoing the request."""
+    long_line = ra.get("/orders", users.admin, params={"x": "A" * 9000})
+    problem = _problem(long_line, 400)
+    assert "AAAA" not in long_line.text and "parsed" in problem["detail"]
+    _problem(ra.get("/orders", users.admin, headers={"X-Big": "B" * 20000}), 400)
+    raw = _raw_tls(ra, b"\x01\x02 nonsense\r\n\r\n")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"400" and b"application/problem+json" in head, raw
+    assert b'"status": 400' in body
+    assert ra.get("/orders", users.admin).status_code == 200  # and it serves on
+
+
+def test_plain_http_on_the_tls_port_is_dropped_and_the_listener_serves_on(
+    ra: RaRunning, users: Users
+) -> None:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", ra.service.ra_port), timeout=30) as sock:
+        sock.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"HTTP/1.1 200" not in sock.recv(1024)  # a TLS alert or nothing, then closed
+    assert ra.get("/orders", users.admin).status_code == 200
