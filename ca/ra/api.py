@@ -250,9 +250,15 @@ class RaApi:
         if not raw.strip():
             return {}
         try:
-            return json.loads(raw)
+            body = json.loads(raw)
         except (ValueError, RecursionError):
             raise ApiProblem(400, "the request body is not JSON") from None
+        try:  # JSON may escape a lone surrogate (\ud800), which no database or mail can take
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except (UnicodeEncodeError, RecursionError):
+            raise ApiProblem(400, "the request body holds a lone surrogate (\\uD800-\\uDFFF)"
+                             " that is no Unicode character") from None  # fmt: skip
+        return body
 
 
 def _first_values(request: web.Request) -> dict[str, str]:

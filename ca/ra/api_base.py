@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ca.ra.auth import Forbidden, Principal
+from ca.store.search import Page
 from config.errors import CmcgateError
 
 if TYPE_CHECKING:
@@ -53,6 +54,20 @@ class Param:
     type: str = "string"  # string | integer
     enum: tuple[str, ...] = ()
     format: str | None = None  # date-time, email...
+    #: the range an integer must be in (documented: a value outside is a 400)
+    minimum: int | None = None
+    maximum: int | None = None
+    pattern: str | None = None
+
+
+#: a serial number as the searches take it: hex digits, optionally in colon-separated groups
+SERIAL_PATTERN = "^[0-9A-Fa-f]+(:[0-9A-Fa-f]+)*$"
+#: ``limit`` and ``offset`` of every search (the ranges :meth:`Call.page` enforces)
+PAGING = (
+    Param("limit", "at most this many (1..1000, default 100)", "integer", minimum=1,
+          maximum=1000),
+    Param("offset", "skip this many", "integer", minimum=0, maximum=10**9),
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -153,6 +168,18 @@ class Call:
         if not is_number(text.strip()) or not low <= int(text) <= high:
             raise ApiProblem(400, f"{name} must be a whole number {low}..{high}")
         return int(text)
+
+    def arg_serial(self, name: str) -> str | None:
+        """A serial number filter: hex digits, colons between groups (:data:`SERIAL_PATTERN`;
+        ``int(x, 16)`` also took ``0x1f``, ``-1``, ``1_0`` and spaces)."""
+        text = self.arg(name)
+        if text is not None and not re.fullmatch(SERIAL_PATTERN, text):
+            raise ApiProblem(400, f"{name} must be hexadecimal (colons between groups allowed)")
+        return text
+
+    def page(self) -> Page:
+        """``limit`` and ``offset`` (:data:`PAGING`)."""
+        return Page(self.arg_int("limit", 100, 1, 1000), self.arg_int("offset", 0, 0, 10**9))
 
     def arg_time(self, name: str) -> datetime | None:
         text = self.arg(name)

@@ -15,7 +15,18 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from ca.ra.api_base import ApiProblem, Call, NotFound, Param, Reply, Route, iso, plain
+from ca.ra.api_base import (
+    PAGING,
+    SERIAL_PATTERN,
+    ApiProblem,
+    Call,
+    NotFound,
+    Param,
+    Reply,
+    Route,
+    iso,
+    plain,
+)
 from ca.ra.api_orders import (
     COMMENT_BODY,
     CSR_SCHEMA,
@@ -32,7 +43,6 @@ from ca.store.model import (
     UnknownCertificate,
     check_subscriber_reason,
 )
-from ca.store.search import Page
 
 REASONS = tuple(m.rfc_name for m in RevocationReason)
 REVOKE_BODY = {
@@ -99,16 +109,11 @@ def list_certificates(call: Call) -> Reply:
     window = None
     if days:
         window = timedelta(days=call.arg_int("expiringWithin", 0, 0, 3650))
-    serial = call.arg("serial")
-    if serial is not None:
-        try:
-            int(serial.replace(":", ""), 16)
-        except ValueError:
-            raise ApiProblem(400, "serial must be hexadecimal") from None
+    serial = call.arg_serial("serial")
     found = call.ca.store.search_certificates(
         accounts, email=call.arg("email"), status=call.arg_enum("status", CertificateStatus),
         serial=serial, expiring_within=window, now=call.ca.clock(),
-        page=Page(call.arg_int("limit", 100, 1, 1000), call.arg_int("offset", 0, 0, 10**9)),
+        page=call.page(),
     )  # fmt: skip
     return Reply(json=[certificate_json(call, c) for c in found])
 
@@ -201,10 +206,11 @@ ROUTES = (
           "read", query=(
               Param("email", "an address in the certificate", format="email"),
               Param("status", "certificate status", enum=("VALID", "REVOKED", "EXPIRED")),
-              Param("client", "account"), Param("serial", "serial number (hex)"),
-              Param("expiringWithin", "expiring within this many days", "integer"),
-              Param("limit", "at most this many (1..1000, default 100)", "integer"),
-              Param("offset", "skip this many", "integer")), returns=array_of("Certificate")),
+              Param("client", "account"),
+              Param("serial", "serial number (hex)", pattern=SERIAL_PATTERN),
+              Param("expiringWithin", "expiring within this many days", "integer",
+                    minimum=0, maximum=3650),
+              *PAGING), returns=array_of("Certificate")),
     Route("GET", _S, get_certificate, "A certificate's details", "certificates", "read",
           returns=ref("Certificate")),
     Route("GET", _S + "/download", download_certificate, "The certificate with its chain",

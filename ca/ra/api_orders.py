@@ -14,11 +14,19 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ca.ra.api_base import ApiProblem, Call, NotFound, Param, Reply, Route, iso
+from ca.ra.api_base import (
+    PAGING,
+    ApiProblem,
+    Call,
+    NotFound,
+    Param,
+    Reply,
+    Route,
+    iso,
+)
 from ca.ra.api_schemas import array_of, ref
 from ca.ra.notify import MAX_RENEWAL_EMAILS, NotifyError, check_email
 from ca.store.model import OrderStatus, OrderView, UnknownOrder
-from ca.store.search import Page
 
 CSR_SCHEMA = {"type": "string", "description": "PKCS#10 request: PEM, or base64 of its DER"}
 ORDER_BODY = {
@@ -204,7 +212,7 @@ def list_orders(call: Call) -> Reply:
         product=call.arg("product"),
         created_from=call.arg_time("from"),
         created_to=call.arg_time("to"),
-        page=Page(call.arg_int("limit", 100, 1, 1000), call.arg_int("offset", 0, 0, 10**9)),
+        page=call.page(),
     )
     return Reply(json=[order_json(call, o) for o in orders])
 
@@ -259,8 +267,7 @@ ROUTES = (
         Param("client", "account"), Param("product", "product id"),
         Param("from", "created at or after (ISO 8601)", format="date-time"),
         Param("to", "created before (ISO 8601)", format="date-time"),
-        Param("limit", "at most this many (1..1000, default 100)", "integer"),
-        Param("offset", "skip this many", "integer")), returns=array_of("Order")),
+        *PAGING), returns=array_of("Order")),
     Route("GET", "/orders/{id}", get_order, "An order with its status history", "orders", "read",
           returns=ref("Order")),
     Route("POST", "/orders/{id}/approve", approve_order, "Authorize an order waiting for it",

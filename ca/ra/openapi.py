@@ -69,6 +69,9 @@ def _operation(route: Route) -> dict[str, Any]:
             schema["enum"] = list(param.enum)
         if param.format:
             schema["format"] = param.format
+        for keyword in ("minimum", "maximum", "pattern"):
+            if getattr(param, keyword) is not None:
+                schema[keyword] = getattr(param, keyword)
         params.append({"name": param.name, "in": "query", "required": False,
                        "description": param.description, "schema": schema})  # fmt: skip
     success: dict[str, Any] = {

@@ -4,7 +4,8 @@ dependency.
 
 Supported keywords: ``$ref`` (local ``#/...``), ``type`` (a name or a list of names, ``null``
 included), ``enum``, ``const``, ``properties``, ``required``, ``additionalProperties`` (bool or
-schema), ``items``, ``oneOf``, ``anyOf``, ``minimum``/``maximum``, ``minLength``/``maxLength``.
+schema), ``items``, ``oneOf``, ``anyOf``, ``minimum``/``maximum``, ``minLength``/``maxLength``,
+``pattern``.
 ``format``, ``description`` and ``contentMediaType`` are annotations. An unknown keyword is
 an error, so the document cannot start using one this checker silently ignores.
 """
@@ -18,7 +19,7 @@ _ANNOTATIONS = {"description", "format", "contentMediaType", "title", "example",
                 "default", "deprecated", "readOnly", "writeOnly"}  # fmt: skip
 _KEYWORDS = {"$ref", "type", "enum", "const", "properties", "required", "additionalProperties",
              "items", "oneOf", "anyOf", "minimum", "maximum", "minLength", "maxLength",
-             "minItems", "maxItems"} | _ANNOTATIONS  # fmt: skip
+             "minItems", "maxItems", "pattern"} | _ANNOTATIONS  # fmt: skip
 _HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 _PATH_PARAM = re.compile(r"{([^}/]+)}")
 
@@ -87,6 +88,8 @@ def errors(value: Any, schema: Any, root: dict[str, Any], at: str = "$") -> list
             out.append(f"{at}: shorter than {schema['minLength']}")
         if "maxLength" in schema and len(value) > schema["maxLength"]:
             out.append(f"{at}: longer than {schema['maxLength']}")
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            out.append(f"{at}: {value!r:.60} does not match {schema['pattern']}")
     if isinstance(value, list):
         if len(value) < schema.get("minItems", 0):
             out.append(f"{at}: fewer than {schema['minItems']} items")
@@ -179,6 +182,7 @@ def document_problems(document: dict[str, Any]) -> list[str]:
                     out.append(f"{where}: parameter {param.get('name')} has no schema")
                 if param.get("in") == "path" and param.get("required") is not True:
                     out.append(f"{where}: path parameter {param.get('name')} not required")
+                out += _schema_keyword_problems(param.get("schema", {}), f"{where} {key}")
             declared = sorted(p["name"] for p in params if p.get("in") == "path")
             if declared != sorted(templated):
                 out.append(f"{where}: path parameters {declared} != template {templated}")

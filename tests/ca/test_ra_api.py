@@ -310,3 +310,75 @@ def test_plain_http_on_the_tls_port_is_dropped_and_the_listener_serves_on(
         sock.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n")
         assert b"HTTP/1.1 200" not in sock.recv(1024)  # a TLS alert or nothing, then closed
     assert ra.get("/orders", users.admin).status_code == 200
+
+
+def test_documented_parameter_ranges_are_the_ones_enforced(ra: RaRunning, users: Users) -> None:
+    """A value the document allows is accepted and one it excludes is a 400: ``limit=-1`` was
+    a documented ``integer`` answered 400 (what Schemathesis' positive data acceptance flags),
+    ``serial=0x1f`` an undocumented hex form that was accepted."""
+    document = ra.get("/openapi.json").json()
+    checked = 0
+    for path, ops in document["paths"].items():
+        get = ops.get("get")
+        if get is None or "{" in path:
+            continue
+        for param in get["parameters"]:
+            schema = param["schema"]
+            if "minimum" not in schema:
+                continue
+            url = path.removeprefix("/pki/api/v2")
+            for value, status in (
+                (schema["minimum"], 200),
+                (schema["maximum"], 200),
+                (schema["minimum"] - 1, 400),
+                (schema["maximum"] + 1, 400),
+            ):
+                answer = ra.get(url, users.admin, params={param["name"]: str(value)})
+                assert answer.status_code == status, (path, param["name"], value, answer.text)
+                checked += 1
+    assert checked >= 16  # limit and offset of three searches, expiringWithin
+    for bad in ("0x1f", "-1", "1_0", " 1f", "1f:", "zz"):
+        _problem(ra.get("/certificates", users.admin, params={"serial": bad}), 400)
+        _problem(ra.get("/jobs", users.admin, params={"serial": bad}), 400)
+    for good in ("1f", "01:AB:cd"):
+        assert ra.get("/certificates", users.admin, params={"serial": good}).status_code == 200
+
+
+def test_a_lone_surrogate_in_the_body_is_bad_input_and_changes_nothing(
+    ra: RaRunning, users: Users
+) -> None:
+    """JSON can escape a lone surrogate (``\\ud800``), which the database cannot encode: the
+    key exchange, comments, revocation comments answered 500, an order with such a comment
+    was made before the 500."""
+    order = _order(ra, users.admin, "surrogate@example.org").json()
+    json_type = {"Content-Type": "application/json"}
+    bodies = [
+        ("/jwt", None, b'{"userName": "\\ud800", "apiKey": "x"}'),
+        (f"/orders/{order['id']}/comments", users.admin, b'{"text": "\\udfff"}'),
+        (f"/certificates/{order['certificateSerial']}/revoke", users.admin,
+         b'{"reason": "superseded", "comment": "a\\ud800b"}'),
+        ("/orders", users.admin, b'{"client": "example.ra", "product": "example-silver", '
+         b'"csr": "x", "comment": "\\ud800", "\\udc00": 1}'),
+    ]  # fmt: skip
+    for path, token, body in bodies:
+        problem = _problem(ra.post(path, token, data=body, headers=json_type), 400)
+        assert "surrogate" in problem["detail"]
+    assert ra.get(f"/orders/{order['id']}/comments", users.admin).json() == []
+    assert ra.get(f"/certificates/{order['certificateSerial']}", users.admin).json()[
+        "status"] == "VALID"  # fmt: skip
+    # a surrogate pair is one character (U+1F600) and welcome
+    smile = b'{"text": "\\ud83d\\ude00"}'
+    added = ra.post(f"/orders/{order['id']}/comments", users.admin, data=smile, headers=json_type)
+    assert added.status_code == 201 and added.json()["text"] == "\U0001f600"
+
+
+def test_an_email_search_takes_percent_and_underscore_literally(
+    ra: RaRunning, users: Users
+) -> None:
+    """They were LIKE wildcards: ``x_y@`` found ``x1y@``, ``%`` every order with an address."""
+    made = _order(ra, users.admin, "x1y@example.org").json()
+    for pattern in ("x_y@example.org", "%", "x%@example.org"):
+        found = ra.get("/orders", users.admin, params={"email": pattern}).json()
+        assert made["id"] not in [o["id"] for o in found], pattern
+    found = ra.get("/orders", users.admin, params={"email": "X1Y@example.org"}).json()
+    assert [o["id"] for o in found] == [made["id"]]
