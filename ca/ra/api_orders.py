@@ -115,7 +115,9 @@ def visible_order(call: Call, permission: str = "read") -> OrderView:
     """The order of the path, if the caller's grants cover its account (else 404/403)."""
     order_id = call.params["id"]
     try:
-        order = call.ca.store.get_order(order_id[:40])
+        if len(order_id) > 40:  # ids are 40 characters: a cut-off longer one found the order
+            raise UnknownOrder(order_id)
+        order = call.ca.store.get_order(order_id)
     except UnknownOrder:
         raise NotFound(f"no order {order_id}") from None
     call.account(order.account, permission, what=f"no order {order_id}")

@@ -99,7 +99,9 @@ def list_notifications(call: Call) -> Reply:
         _visible_order(call, order_id, "read")
     if serial is not None:
         try:
-            cert = call.ca.store.get_certificate(serial[:80])
+            if len(serial) > 80:
+                raise UnknownCertificate(serial)
+            cert = call.ca.store.get_certificate(serial)
         except UnknownCertificate:
             raise NotFound(f"no certificate with serial {serial}") from None
         if cert.order_id is None:
@@ -118,7 +120,9 @@ def list_notifications(call: Call) -> Reply:
 def _visible_order(call: Call, order_id: str, permission: str) -> None:
     missing = f"no order {order_id}"
     try:
-        account = call.ca.store.get_order(order_id[:40]).account
+        if len(order_id) > 40:  # ids are 40 characters: a cut-off longer one found the order
+            raise UnknownOrder(order_id)
+        account = call.ca.store.get_order(order_id).account
     except UnknownOrder:
         raise NotFound(missing) from None
     call.audit["order"] = order_id

@@ -382,3 +382,12 @@ def test_an_email_search_takes_percent_and_underscore_literally(
         assert made["id"] not in [o["id"] for o in found], pattern
     found = ra.get("/orders", users.admin, params={"email": "X1Y@example.org"}).json()
     assert [o["id"] for o in found] == [made["id"]]
+
+
+def test_an_order_id_with_more_after_it_is_no_order(ra: RaRunning, users: Users) -> None:
+    """Ids were cut to 40 characters before the look-up: ``<id>junk`` answered the order."""
+    order = _order(ra, users.admin, "longer-id@example.org").json()
+    assert len(order["id"]) == 40
+    _problem(ra.get(f"/orders/{order['id']}junk", users.admin), 404)
+    _problem(ra.get(f"/orders/{order['id']}0/comments", users.admin), 404)
+    assert ra.get(f"/orders/{order['id']}", users.admin).status_code == 200
