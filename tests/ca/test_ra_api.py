@@ -429,3 +429,44 @@ def test_every_route_refuses_a_user_without_its_documented_permission(
                 assert answer.status_code == 403, (method, template, needed, answer.text)
             checked.append((method, template))
     assert len(checked) >= 20
+
+
+def test_no_route_shows_or_touches_another_clients_objects(ra: RaRunning, users: Users) -> None:
+    """Walks the document as a user with every permission on other.ra only: each operation on
+    example.ra's order, certificate, client or domain is a 404 (existence not revealed), and
+    no search without a client filter returns any of example.ra's objects."""
+    issued = _order(ra, users.admin, "tenant-walk@example.org").json()
+    ra.post(f"/orders/{issued['id']}/comments", users.admin, json={"text": "mine"})
+    values = {"{id}": issued["id"], "{serial}": issued["certificateSerial"],
+              "{client}": ACCOUNT, "{domain}": "example.org"}  # fmt: skip
+    bodies = {"/pki/api/v2/orders": {"client": ACCOUNT, "product": SILVER,
+                                     "csr": csr_pem("tenant-walk2@example.org")},
+              "/pki/api/v2/domains": {"client": ACCOUNT, "domain": "t.example.org"}}  # fmt: skip
+    skip = {"/pki/api/v2/jwt", "/openapi.json", "/pki/api/v2/p12/{token}",
+            "/pki/api/v2/products", "/pki/api/v2/clients"}  # fmt: skip
+    walked = 0
+    for template, ops in ra.get("/openapi.json").json()["paths"].items():
+        for method, op in ops.items():
+            if template in skip:
+                continue
+            path = template
+            for name, value in values.items():
+                path = path.replace(name, value)
+            by_client = any(p["name"] == "client" for p in op["parameters"])
+            url = path.removeprefix("/pki/api/v2")
+            body = bodies.get(template, {"text": "x", "reason": 1})
+            if method == "get" and "{" not in template:
+                seen = ra.get(url, users.other)
+                assert seen.status_code == 200, (template, seen.text)
+                text = seen.text
+                assert issued["id"] not in text and issued["certificateSerial"] not in text
+                if by_client:
+                    _problem(ra.get(url, users.other, params={"client": ACCOUNT}), 404)
+            else:
+                answer = ra.request(method.upper(), url, users.other, json=body)
+                assert answer.status_code == 404, (method, template, answer.text)
+            walked += 1
+    assert walked >= 20
+    assert ra.get(f"/orders/{issued['id']}/comments", users.admin).json()[0]["text"] == "mine"
+    assert ra.get(f"/certificates/{issued['certificateSerial']}", users.admin).json()[
+        "status"] == "VALID"  # fmt: skip
