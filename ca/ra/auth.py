@@ -112,6 +112,13 @@ class RaAuth:
     def revoke_grant(self, name: str, account: str, *, by: str) -> ApiUserView:
         return self.ca.store.set_api_grant(name, account, (), by=by, now=self.ca.clock())
 
+    def disable_user(self, name: str, *, by: str) -> ApiUserView:
+        """No new JWT; the user's JWTs are refused from the next call on."""
+        return self.ca.store.set_api_user_disabled(name, True, by=by, now=self.ca.clock())
+
+    def enable_user(self, name: str, *, by: str) -> ApiUserView:
+        return self.ca.store.set_api_user_disabled(name, False, by=by, now=self.ca.clock())
+
     def create_key(self, name: str, *, by: str) -> str:
         """A new key (returned once, stored hashed) next to the user's current keys."""
         return self.issue_key(name, roll=False, by=by)[0]

@@ -260,3 +260,23 @@ def test_a_secret_others_can_read_is_refused(ra: RaRunning, tmp_path: Path) -> N
     finally:
         secret.chmod(0o600)
     assert ra.get("/orders", token).status_code == 200
+
+
+def test_a_disabled_user_and_their_tokens_are_refused_at_once(
+    ra: RaRunning, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The store had a ``disabled`` flag that nothing could set: a user could only be stopped
+    key by key."""
+    key = ra.user("disabled", {ACCOUNT: ["read"]})
+    token = ra.jwt("disabled", key)
+    directory = str(ra.directory)
+    assert main(["ca", "api-user", "disable", "disabled", "--dir", directory]) == 0
+    assert "(disabled)" in capsys.readouterr().out
+    _refused(ra.get("/orders", token))
+    _refused(ra.post("/jwt", json={"userName": "disabled", "apiKey": key}))
+    assert main(["ca", "api-user", "enable", "disabled", "--dir", directory]) == 0
+    assert ra.get("/orders", token).status_code == 200
+    assert ra.get("/orders", ra.jwt("disabled", key)).status_code == 200
+    actions = [r.details.get("action") for r in audit_records(ra.service.ca.store)
+               if r.event_type == "api_key" and r.subject == "disabled"]  # fmt: skip
+    assert actions[-2:] == ["user disabled", "user enabled"]
