@@ -50,7 +50,8 @@ REVOKE_BODY = {
     "required": ["reason"],
     "properties": {
         "reason": {"description": "RFC 5280 reason name or code",
-                   "oneOf": [{"type": "string", "enum": list(REASONS)}, {"type": "integer"}]},
+                   "oneOf": [{"type": "string", "enum": list(REASONS)},
+                             {"type": "integer", "minimum": 0, "maximum": 10}]},
         "comment": {"type": "string"},
     },
 }  # fmt: skip

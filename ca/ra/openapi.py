@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ca.ra.api_base import Route
@@ -103,9 +103,28 @@ def _operation(route: Route) -> dict[str, Any]:
     if route.body is not None:
         op["requestBody"] = {
             "required": bool(route.body.get("required")),
-            "content": {"application/json": {"schema": dict(route.body)}},
+            "content": {"application/json": {"schema": body_schema(route.body)}},
         }
     return op
+
+
+def body_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A request body's schema as the handlers read it (:meth:`ca.ra.api_base.Call.text`): a
+    required string member must not be empty, an optional member may be ``null`` (the same
+    as leaving it out)."""
+    required = set(schema.get("required", ()))
+    properties = {}
+    for name, member in schema.get("properties", {}).items():
+        member = dict(member)
+        kind = member.get("type")
+        if name in required and kind == "string":
+            member.setdefault("minLength", 1)
+        elif name not in required and isinstance(kind, str):
+            member["type"] = [kind, "null"]
+            if "enum" in member:
+                member["enum"] = [*member["enum"], None]
+        properties[name] = member
+    return {**schema, "properties": properties}
 
 
 def _success_schema(route: Route, media: str) -> dict[str, Any]:

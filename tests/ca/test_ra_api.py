@@ -470,3 +470,23 @@ def test_no_route_shows_or_touches_another_clients_objects(ra: RaRunning, users:
     assert ra.get(f"/orders/{issued['id']}/comments", users.admin).json()[0]["text"] == "mine"
     assert ra.get(f"/certificates/{issued['certificateSerial']}", users.admin).json()[
         "status"] == "VALID"  # fmt: skip
+
+
+def test_request_bodies_are_documented_as_read(ra: RaRunning, users: Users) -> None:
+    """An optional member may be null (as if left out), a required string must not be empty,
+    a reason code is 0..10: what Schemathesis' positive/negative data checks hold the
+    document to (``{"comment": null}`` was undocumented and accepted)."""
+    document = ra.get("/openapi.json").json()
+    body = document["paths"]["/pki/api/v2/orders"]["post"]["requestBody"]["content"]
+    schema = body["application/json"]["schema"]
+    assert schema["properties"]["client"]["minLength"] == 1
+    assert schema["properties"]["comment"]["type"] == ["string", "null"]
+    assert schema["properties"]["keyGeneration"]["enum"] == ["csr", "pkcs12", None]
+    made = _order(ra, users.admin, "nulls@example.org", comment=None, validity=None,
+                  renewalEmails=None, keyGeneration=None, givenName=None)  # fmt: skip
+    assert made.status_code == 201, made.text
+    serial = made.json()["certificateSerial"]
+    revoked = ra.post(f"/certificates/{serial}/revoke", users.admin,
+                      json={"reason": 4, "comment": None})  # fmt: skip
+    assert revoked.status_code == 200 and revoked.json()["revocation"]["comment"] is None
+    _problem(ra.post("/jwt", json={"userName": "", "apiKey": "x"}), 400)
