@@ -40,18 +40,34 @@ from ca.store.model import (
     CertificateStatus,
     CertificateView,
     RevocationReason,
+    RevocationRefused,
     UnknownCertificate,
     check_subscriber_reason,
 )
 
 REASONS = tuple(m.rfc_name for m in RevocationReason)
+
+
+def _subscriber_reasons() -> list[RevocationReason]:
+    """The reasons a subscriber's RA may give (S/MIME BR 4.9.1.1): what the document offers."""
+    allowed = []
+    for reason in RevocationReason:
+        try:
+            check_subscriber_reason(reason)
+        except RevocationRefused:
+            continue
+        allowed.append(reason)
+    return allowed
+
+
+ALLOWED = _subscriber_reasons()
 REVOKE_BODY = {
     "type": "object",
     "required": ["reason"],
     "properties": {
         "reason": {"description": "RFC 5280 reason name or code",
-                   "oneOf": [{"type": "string", "enum": list(REASONS)},
-                             {"type": "integer", "minimum": 0, "maximum": 10}]},
+                   "oneOf": [{"type": "string", "enum": [r.rfc_name for r in ALLOWED]},
+                             {"type": "integer", "enum": [int(r) for r in ALLOWED]}]},
         "comment": {"type": "string"},
     },
 }  # fmt: skip

@@ -11,6 +11,7 @@ from typing import Any
 
 from ca.ra.api_base import Call, NotFound, Param, Reply, Route, is_number, plain
 from ca.ra.api_schemas import array_of, ref
+from ca.store.domains import DomainStatus
 from ca.store.model import StoreError, UnknownCertificate, UnknownOrder
 
 DOMAIN_BODY = {
@@ -158,7 +159,8 @@ _D = "/domains/{client}/{domain}"
 ROUTES = (
     Route("GET", "/domains", list_domains, "Pre-validated domains", "domains", "read", query=(
         Param("client", "account"),
-        Param("status", "domain status")), returns=array_of("Domain")),
+        Param("status", "domain status", enum=tuple(s.value for s in DomainStatus))),
+        returns=array_of("Domain")),
     Route("POST", "/domains", request_domain, "Request a domain: TXT token to publish",
           "domains", "domains", body=DOMAIN_BODY, success=201, returns=ref("Domain")),
     Route("GET", _D, get_domain, "A domain and its validation", "domains", "read",

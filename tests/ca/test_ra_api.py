@@ -490,3 +490,21 @@ def test_request_bodies_are_documented_as_read(ra: RaRunning, users: Users) -> N
                       json={"reason": 4, "comment": None})  # fmt: skip
     assert revoked.status_code == 200 and revoked.json()["revocation"]["comment"] is None
     _problem(ra.post("/jwt", json={"userName": "", "apiKey": "x"}), 400)
+
+
+def test_the_documented_revocation_reasons_are_the_ones_taken(ra: RaRunning, users: Users) -> None:
+    """The document offered every RFC 5280 reason (cACompromise, code 10...) that the S/MIME
+    BR rules refuse with a 400."""
+    document = ra.get("/openapi.json").json()
+    op = document["paths"]["/pki/api/v2/certificates/{serial}/revoke"]["post"]
+    names, codes = op["requestBody"]["content"]["application/json"]["schema"]["properties"][
+        "reason"]["oneOf"]  # fmt: skip
+    assert codes["enum"] == [0, 1, 3, 4, 5, 9]
+    assert "cACompromise" not in names["enum"] and "keyCompromise" in names["enum"]
+    serial = _order(ra, users.admin, "reasons@example.org").json()["certificateSerial"]
+    for refused in ("cACompromise", 10, 6, "removeFromCRL"):
+        _problem(ra.post(f"/certificates/{serial}/revoke", users.admin,
+                         json={"reason": refused}), 400)  # fmt: skip
+    domains = document["paths"]["/pki/api/v2/domains"]["get"]["parameters"]
+    assert {"PENDING", "VALIDATED", "EXPIRED"} == set(
+        next(p for p in domains if p["name"] == "status")["schema"]["enum"])  # fmt: skip
