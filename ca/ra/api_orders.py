@@ -54,6 +54,11 @@ COMMENT_BODY = {
     "properties": {"text": {"type": "string", "description": "the comment (at most 10000)"}},
 }
 CSR_BODY = {"type": "object", "required": ["csr"], "properties": {"csr": CSR_SCHEMA}}
+#: a sponsor order's CSR may lack the person's name: the approver gives the validated one
+APPROVE_BODY = {
+    "type": "object",
+    "properties": {"givenName": {"type": "string"}, "surname": {"type": "string"}},
+}
 
 
 def pem(cert: x509.Certificate) -> str:
@@ -224,8 +229,8 @@ def approve_order(call: Call) -> Reply:
     if order.status is not OrderStatus.PENDING_AUTHORIZATION:
         raise ApiProblem(409, f"order {order.id} is {order.status.value}, not waiting for approval")
     result = call.ca.approve(
-        order.id, call.actor, given_name=call.text("givenName", required=False, limit=64)
-        if isinstance(call.body, dict) else None,
+        order.id, call.actor, given_name=call.text("givenName", required=False, limit=64),
+        surname=call.text("surname", required=False, limit=64),
     )  # fmt: skip
     return Reply(json=order_json(call, result.order))
 
@@ -273,7 +278,7 @@ ROUTES = (
     Route("GET", "/orders/{id}", get_order, "An order with its status history", "orders", "read",
           returns=ref("Order")),
     Route("POST", "/orders/{id}/approve", approve_order, "Authorize an order waiting for it",
-          "orders", "approve", returns=ref("Order")),
+          "orders", "approve", body=APPROVE_BODY, returns=ref("Order")),
     Route("POST", "/orders/{id}/csr", provide_csr, "Give the CSR a renewal order waits for",
           "orders", "issue", body=CSR_BODY, returns=ref("Order")),
     Route("GET", "/orders/{id}/comments", list_order_comments, "Comments of an order",

@@ -502,9 +502,43 @@ def test_the_documented_revocation_reasons_are_the_ones_taken(ra: RaRunning, use
     assert codes["enum"] == [0, 1, 3, 4, 5, 9]
     assert "cACompromise" not in names["enum"] and "keyCompromise" in names["enum"]
     serial = _order(ra, users.admin, "reasons@example.org").json()["certificateSerial"]
-    for refused in ("cACompromise", 10, 6, "removeFromCRL"):
+    # "\u00b9" (superscript one) passed str.isdigit() and broke int(): a 500 (fuzz run)
+    for refused in ("cACompromise", 10, 6, "removeFromCRL", "\u00b9", "\u0661"):
         _problem(ra.post(f"/certificates/{serial}/revoke", users.admin,
                          json={"reason": refused}), 400)  # fmt: skip
     domains = document["paths"]["/pki/api/v2/domains"]["get"]["parameters"]
     assert {"PENDING", "VALIDATED", "EXPIRED"} == set(
         next(p for p in domains if p["name"] == "status")["schema"]["enum"])  # fmt: skip
+
+
+GOLD_MANUAL = """
+  gold-manual:
+    profile: sponsor
+    validities: [1y]
+    key_types: [ec-p256]
+    approval: manual
+    allow_simple_request: false
+    publish_ldap: false
+"""
+
+
+def test_the_approver_gives_a_sponsor_orders_validated_name(tmp_path: Path) -> None:
+    """The approve route read no body, so the given name it looked for never came and a
+    sponsor order whose CSR lacks the person's name could not be approved over REST."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    gold = start_ra(tmp_path, products=GOLD_MANUAL, product_ids=("gold-manual",))
+    try:
+        token = gold.jwt("rita", gold.user("rita", {ACCOUNT: ALL}))
+        body = {"client": ACCOUNT, "product": "gold-manual", "csr": csr_pem("hans@example.org")}
+        order = gold.post("/orders", token, json=body).json()
+        assert order["status"] == "PENDING_AUTHORIZATION", order
+        approved = gold.post(f"/orders/{order['id']}/approve", token,
+                             json={"givenName": "Hans", "surname": "Muster"})  # fmt: skip
+        assert approved.status_code == 200, approved.text
+        cert = x509.load_pem_x509_certificate(approved.json()["certificate"].encode())
+        assert cert.subject.get_attributes_for_oid(NameOID.GIVEN_NAME)[0].value == "Hans"
+        assert cert.subject.get_attributes_for_oid(NameOID.SURNAME)[0].value == "Muster"
+    finally:
+        gold.thread.stop()
