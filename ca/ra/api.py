@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from contextvars import ContextVar
@@ -27,6 +28,7 @@ from ca.authority import OrderRefused
 from ca.keys import KeyBackendError
 from ca.ra import api_admin, api_certs, api_orders, api_ra
 from ca.ra.api_base import ApiProblem, Call, Reply, Route
+from ca.ra.api_schemas import ref
 from ca.ra.auth import AuthError
 from ca.ra.openapi import build_document
 from ca.ra.services import RaServices
@@ -76,9 +78,9 @@ JWT_BODY = {
 }
 BASE_ROUTES = (
     Route("POST", "/jwt", exchange_jwt, "Exchange an API key for a JWT (8 h)", "auth",
-          auth=False, body=JWT_BODY, produces=("text/plain",)),
+          auth=False, body=JWT_BODY, produces=("text/plain",), errors=(401,)),
     Route("GET", "/openapi.json", openapi_document, "This document", "auth", auth=False,
-          absolute=True),
+          absolute=True, returns=ref("OpenApiDocument")),
 )  # fmt: skip
 #: every route of the API; the wiring of the RA's other parts appends theirs here
 ROUTES: tuple[Route, ...] = (
@@ -158,7 +160,9 @@ class RaApi:
         self.current = current
         self.pool = pool
         self.body_timeout = body_timeout
-        self._secret_paths = {r.full_path for r in ROUTES if r.secret_path}
+        #: the static part of a path whose parameter is a credential -> its template
+        self._secret_paths = {r.full_path.split("{")[0]: r.full_path for r in ROUTES
+                              if r.secret_path}  # fmt: skip
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._guard], client_max_size=MAX_BODY)
@@ -170,9 +174,14 @@ class RaApi:
         return await asyncio.get_running_loop().run_in_executor(self.pool, func, *args)
 
     def _subject(self, request: web.Request) -> str:
-        resource = request.match_info.route.resource
-        template = resource.canonical if resource is not None else None
-        path = template if template in self._secret_paths else request.path
+        """``METHOD path`` for the audit record and the log line; below a path whose parameter
+        is a credential (the p12 pick-up token) the template only — also when the method or
+        the rest of the path matches no route (405, 404): the token is still in it."""
+        path = request.path
+        collapsed = re.sub("/+", "/", path)
+        for prefix, template in self._secret_paths.items():
+            if collapsed.startswith(prefix):
+                path = template
         return f"{request.method} {path}"[:250]
 
     @web.middleware
@@ -241,9 +250,15 @@ class RaApi:
         if not raw.strip():
             return {}
         try:
-            return json.loads(raw)
+            body = json.loads(raw)
         except (ValueError, RecursionError):
             raise ApiProblem(400, "the request body is not JSON") from None
+        try:  # JSON may escape a lone surrogate (\ud800), which no database or mail can take
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except (UnicodeEncodeError, RecursionError):
+            raise ApiProblem(400, "the request body holds a lone surrogate (\\uD800-\\uDFFF)"
+                             " that is no Unicode character") from None  # fmt: skip
+        return body
 
 
 def _first_values(request: web.Request) -> dict[str, str]:

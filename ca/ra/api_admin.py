@@ -10,10 +10,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from ca.ra.api_base import ApiProblem, Call, NotFound, Param, Reply, Route, is_number, plain
+from ca.ra.api_base import (
+    PAGING,
+    SERIAL_PATTERN,
+    Call,
+    NotFound,
+    Param,
+    Reply,
+    Route,
+    is_number,
+    plain,
+)
+from ca.ra.api_schemas import array_of, ref
 from ca.settings.types import ProductSettings
 from ca.store.model import JobStatus, UnknownJob
-from ca.store.search import Page
 
 
 def product_json(product: ProductSettings, clients: list[str]) -> dict[str, Any]:
@@ -62,15 +72,10 @@ def list_clients(call: Call) -> Reply:
 
 
 def list_jobs(call: Call) -> Reply:
-    serial = call.arg("serial")
-    if serial is not None:
-        try:
-            int(serial.replace(":", ""), 16)
-        except ValueError:
-            raise ApiProblem(400, "serial must be hexadecimal") from None
+    serial = call.arg_serial("serial")
     jobs = call.ca.store.search_jobs(
         call.user.accounts("read"), status=call.arg_enum("status", JobStatus), serial=serial,
-        page=Page(call.arg_int("limit", 100, 1, 1000), call.arg_int("offset", 0, 0, 10**9)),
+        page=call.page(),
     )  # fmt: skip
     return Reply(json=[plain(j) for j in jobs])
 
@@ -92,13 +97,14 @@ def retry_job(call: Call) -> Reply:
 
 
 ROUTES = (
-    Route("GET", "/products", list_products, "Products the user's clients may order", "clients"),
-    Route("GET", "/clients", list_clients, "The user's clients and permissions", "clients"),
+    Route("GET", "/products", list_products, "Products the user's clients may order", "clients",
+          returns=array_of("Product")),
+    Route("GET", "/clients", list_clients, "The user's clients and permissions", "clients",
+          returns=array_of("Client")),
     Route("GET", "/jobs", list_jobs, "Publication jobs", "jobs", "read", query=(
         Param("status", "job status", enum=tuple(s.value for s in JobStatus)),
-        Param("serial", "certificate serial (hex)"),
-        Param("limit", "at most this many (1..1000, default 100)", "integer"),
-        Param("offset", "skip this many", "integer"))),
+        Param("serial", "certificate serial (hex)", pattern=SERIAL_PATTERN),
+        *PAGING), returns=array_of("Job")),
     Route("POST", "/jobs/{id}/retry", retry_job, "Retry a failed publication job", "jobs",
-          "publish"),
+          "publish", returns=ref("Job")),
 )  # fmt: skip

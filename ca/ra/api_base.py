@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ca.ra.auth import Forbidden, Principal
+from ca.store.search import Page
 from config.errors import CmcgateError
 
 if TYPE_CHECKING:
@@ -53,6 +54,20 @@ class Param:
     type: str = "string"  # string | integer
     enum: tuple[str, ...] = ()
     format: str | None = None  # date-time, email...
+    #: the range an integer must be in (documented: a value outside is a 400)
+    minimum: int | None = None
+    maximum: int | None = None
+    pattern: str | None = None
+
+
+#: a serial number as the searches take it: hex digits, optionally in colon-separated groups
+SERIAL_PATTERN = "^[0-9A-Fa-f]+(:[0-9A-Fa-f]+)*$"
+#: ``limit`` and ``offset`` of every search (the ranges :meth:`Call.page` enforces)
+PAGING = (
+    Param("limit", "at most this many (1..1000, default 100)", "integer", minimum=1,
+          maximum=1000),
+    Param("offset", "skip this many", "integer", minimum=0, maximum=10**9),
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -72,6 +87,10 @@ class Route:
     #: success status and media types of the answer
     success: int = 200
     produces: tuple[str, ...] = ("application/json",)
+    #: JSON Schema of a JSON success answer (:mod:`ca.ra.api_schemas`)
+    returns: Mapping[str, Any] | None = None
+    #: error statuses this route answers beyond those every route may (documentation)
+    errors: tuple[int, ...] = ()
     #: a path parameter is a credential (p12 pick-up token): audit and log the template only
     secret_path: bool = False
     absolute: bool = False
@@ -150,15 +169,29 @@ class Call:
             raise ApiProblem(400, f"{name} must be a whole number {low}..{high}")
         return int(text)
 
+    def arg_serial(self, name: str) -> str | None:
+        """A serial number filter: hex digits, colons between groups (:data:`SERIAL_PATTERN`;
+        ``int(x, 16)`` also took ``0x1f``, ``-1``, ``1_0`` and spaces)."""
+        text = self.arg(name)
+        if text is not None and not re.fullmatch(SERIAL_PATTERN, text):
+            raise ApiProblem(400, f"{name} must be hexadecimal (colons between groups allowed)")
+        return text
+
+    def page(self) -> Page:
+        """``limit`` and ``offset`` (:data:`PAGING`)."""
+        return Page(self.arg_int("limit", 100, 1, 1000), self.arg_int("offset", 0, 0, 10**9))
+
     def arg_time(self, name: str) -> datetime | None:
         text = self.arg(name)
         if text is None:
             return None
         try:
             value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
+            # in UTC here: 9999-12-31T23:59-23:59 overflows, and is bad input, not a 503
+            # from the database driver that would otherwise convert it
+            return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+        except (ValueError, OverflowError):
             raise ApiProblem(400, f"{name} must be an ISO 8601 date or date-time") from None
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
 
     def arg_enum(self, name: str, kind: type[enum.Enum]) -> Any:
         text = self.arg(name)

@@ -15,7 +15,18 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from ca.ra.api_base import ApiProblem, Call, NotFound, Param, Reply, Route, iso, plain
+from ca.ra.api_base import (
+    PAGING,
+    SERIAL_PATTERN,
+    ApiProblem,
+    Call,
+    NotFound,
+    Param,
+    Reply,
+    Route,
+    iso,
+    plain,
+)
 from ca.ra.api_orders import (
     COMMENT_BODY,
     CSR_SCHEMA,
@@ -24,22 +35,39 @@ from ca.ra.api_orders import (
     order_json,
     order_of,
 )
+from ca.ra.api_schemas import array_of, ref
 from ca.store.model import (
     CertificateStatus,
     CertificateView,
     RevocationReason,
+    RevocationRefused,
     UnknownCertificate,
     check_subscriber_reason,
 )
-from ca.store.search import Page
 
 REASONS = tuple(m.rfc_name for m in RevocationReason)
+
+
+def _subscriber_reasons() -> list[RevocationReason]:
+    """The reasons a subscriber's RA may give (S/MIME BR 4.9.1.1): what the document offers."""
+    allowed = []
+    for reason in RevocationReason:
+        try:
+            check_subscriber_reason(reason)
+        except RevocationRefused:
+            continue
+        allowed.append(reason)
+    return allowed
+
+
+ALLOWED = _subscriber_reasons()
 REVOKE_BODY = {
     "type": "object",
     "required": ["reason"],
     "properties": {
         "reason": {"description": "RFC 5280 reason name or code",
-                   "oneOf": [{"type": "string", "enum": list(REASONS)}, {"type": "integer"}]},
+                   "oneOf": [{"type": "string", "enum": [r.rfc_name for r in ALLOWED]},
+                             {"type": "integer", "enum": [int(r) for r in ALLOWED]}]},
         "comment": {"type": "string"},
     },
 }  # fmt: skip
@@ -55,7 +83,9 @@ def visible_certificate(call: Call, permission: str = "read") -> CertificateView
     serial = call.params["serial"]
     missing = f"no certificate with serial {serial}"
     try:
-        cert = call.ca.store.get_certificate(serial[:80], now=call.ca.clock())
+        if len(serial) > 80:  # not cut off to 80: a longer one must not find a certificate
+            raise UnknownCertificate(serial)
+        cert = call.ca.store.get_certificate(serial, now=call.ca.clock())
     except UnknownCertificate:
         raise NotFound(missing) from None
     if cert.order_id is None:
@@ -98,16 +128,11 @@ def list_certificates(call: Call) -> Reply:
     window = None
     if days:
         window = timedelta(days=call.arg_int("expiringWithin", 0, 0, 3650))
-    serial = call.arg("serial")
-    if serial is not None:
-        try:
-            int(serial.replace(":", ""), 16)
-        except ValueError:
-            raise ApiProblem(400, "serial must be hexadecimal") from None
+    serial = call.arg_serial("serial")
     found = call.ca.store.search_certificates(
         accounts, email=call.arg("email"), status=call.arg_enum("status", CertificateStatus),
         serial=serial, expiring_within=window, now=call.ca.clock(),
-        page=Page(call.arg_int("limit", 100, 1, 1000), call.arg_int("offset", 0, 0, 10**9)),
+        page=call.page(),
     )  # fmt: skip
     return Reply(json=[certificate_json(call, c) for c in found])
 
@@ -200,25 +225,27 @@ ROUTES = (
           "read", query=(
               Param("email", "an address in the certificate", format="email"),
               Param("status", "certificate status", enum=("VALID", "REVOKED", "EXPIRED")),
-              Param("client", "account"), Param("serial", "serial number (hex)"),
-              Param("expiringWithin", "expiring within this many days", "integer"),
-              Param("limit", "at most this many (1..1000, default 100)", "integer"),
-              Param("offset", "skip this many", "integer"))),
-    Route("GET", _S, get_certificate, "A certificate's details", "certificates", "read"),
+              Param("client", "account"),
+              Param("serial", "serial number (hex)", pattern=SERIAL_PATTERN),
+              Param("expiringWithin", "expiring within this many days", "integer",
+                    minimum=0, maximum=3650),
+              *PAGING), returns=array_of("Certificate")),
+    Route("GET", _S, get_certificate, "A certificate's details", "certificates", "read",
+          returns=ref("Certificate")),
     Route("GET", _S + "/download", download_certificate, "The certificate with its chain",
           "certificates", "read", query=(Param("format", "pem (default), der or p7b",
                                                enum=tuple(FORMATS)),),
           produces=tuple(FORMATS.values())),
     Route("POST", _S + "/revoke", revoke_certificate, "Revoke a certificate", "certificates",
-          "revoke", body=REVOKE_BODY),
+          "revoke", body=REVOKE_BODY, returns=ref("Certificate")),
     Route("POST", _S + "/renew", renew_certificate, "Renew a certificate (new order)",
-          "certificates", "issue", body=RENEW_BODY, success=201),
+          "certificates", "issue", body=RENEW_BODY, success=201, returns=ref("Order")),
     Route("GET", _S + "/comments", list_certificate_comments, "Comments of its order",
-          "comments", "read"),
+          "comments", "read", returns=array_of("Comment")),
     Route("POST", _S + "/comments", add_certificate_comment, "Comment on its order",
-          "comments", "comment", body=COMMENT_BODY, success=201),
+          "comments", "comment", body=COMMENT_BODY, success=201, returns=ref("Comment")),
     Route("POST", _S + "/publish", publish_certificate, "Queue LDAP publication", "jobs",
-          "publish", success=202),
+          "publish", success=202, returns=array_of("Job")),
     Route("POST", _S + "/unpublish", unpublish_certificate, "Queue LDAP removal", "jobs",
-          "publish", success=202),
+          "publish", success=202, returns=array_of("Job")),
 )  # fmt: skip

@@ -14,9 +14,19 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ca.ra.api_base import ApiProblem, Call, NotFound, Param, Reply, Route, iso
+from ca.ra.api_base import (
+    PAGING,
+    ApiProblem,
+    Call,
+    NotFound,
+    Param,
+    Reply,
+    Route,
+    iso,
+)
+from ca.ra.api_schemas import array_of, ref
+from ca.ra.notify import MAX_RENEWAL_EMAILS, NotifyError, check_email
 from ca.store.model import OrderStatus, OrderView, UnknownOrder
-from ca.store.search import Page
 
 CSR_SCHEMA = {"type": "string", "description": "PKCS#10 request: PEM, or base64 of its DER"}
 ORDER_BODY = {
@@ -44,6 +54,11 @@ COMMENT_BODY = {
     "properties": {"text": {"type": "string", "description": "the comment (at most 10000)"}},
 }
 CSR_BODY = {"type": "object", "required": ["csr"], "properties": {"csr": CSR_SCHEMA}}
+#: a sponsor order's CSR may lack the person's name: the approver gives the validated one
+APPROVE_BODY = {
+    "type": "object",
+    "properties": {"givenName": {"type": "string"}, "surname": {"type": "string"}},
+}
 
 
 def pem(cert: x509.Certificate) -> str:
@@ -105,7 +120,9 @@ def visible_order(call: Call, permission: str = "read") -> OrderView:
     """The order of the path, if the caller's grants cover its account (else 404/403)."""
     order_id = call.params["id"]
     try:
-        order = call.ca.store.get_order(order_id[:40])
+        if len(order_id) > 40:  # ids are 40 characters: a cut-off longer one found the order
+            raise UnknownOrder(order_id)
+        order = call.ca.store.get_order(order_id)
     except UnknownOrder:
         raise NotFound(f"no order {order_id}") from None
     call.account(order.account, permission, what=f"no order {order_id}")
@@ -121,6 +138,7 @@ def create_order(call: Call) -> Reply:
     key_generation = call.text("keyGeneration", required=False) or "csr"
     if key_generation not in ("csr", "pkcs12"):
         raise ApiProblem(400, "keyGeneration must be csr or pkcs12")
+    emails = _renewal_emails(call.body.get("renewalEmails"))  # checked before any order
     if key_generation == "pkcs12":
         order = _server_side_order(call, client, product, validity)
     else:
@@ -132,9 +150,9 @@ def create_order(call: Call) -> Reply:
         order = result.order
     if comment:
         call.ca.store.add_comment(order.id, call.actor, comment)
-    emails = call.body.get("renewalEmails") if isinstance(call.body, dict) else None
-    if emails is not None:
-        _renewal_emails(call, order, emails)
+    notifier = getattr(call.services, "notifier", None)
+    if emails and notifier is not None and order.certificate_serial is not None:
+        notifier.set_renewal_emails(order.certificate_serial, emails, by=call.actor)
     return Reply(201, order_json(call, order), headers={"Location": f"orders/{order.id}"})
 
 
@@ -168,13 +186,20 @@ def _server_side_order(call: Call, client: str, product: str, validity: str | No
     return order_of(call, result)
 
 
-def _renewal_emails(call: Call, order: OrderView, emails: Any) -> None:
-    """The manual's additional renewal emails (3.4.5) of the certificate issued now."""
-    if not isinstance(emails, list) or not all(isinstance(e, str) and "@" in e for e in emails):
+def _renewal_emails(emails: Any) -> tuple[str, ...]:
+    """The manual's additional renewal emails (3.4.5) of the certificate to be issued, checked
+    as the notifier will store them — before the order, so bad input changes nothing."""
+    if emails is None:
+        return ()
+    if not isinstance(emails, list) or not all(isinstance(e, str) for e in emails):
         raise ApiProblem(400, "renewalEmails must be a list of mail addresses")
-    notifier = getattr(call.services, "notifier", None)
-    if notifier is not None and order.certificate_serial is not None:
-        notifier.set_renewal_emails(order.certificate_serial, tuple(emails), by=call.actor)
+    try:
+        addresses = tuple(check_email(e) for e in emails)
+    except NotifyError as exc:
+        raise ApiProblem(400, f"renewalEmails: {exc}") from None
+    if len(set(addresses)) > MAX_RENEWAL_EMAILS:
+        raise ApiProblem(400, f"at most {MAX_RENEWAL_EMAILS} renewalEmails per certificate")
+    return addresses
 
 
 def get_order(call: Call) -> Reply:
@@ -194,7 +219,7 @@ def list_orders(call: Call) -> Reply:
         product=call.arg("product"),
         created_from=call.arg_time("from"),
         created_to=call.arg_time("to"),
-        page=Page(call.arg_int("limit", 100, 1, 1000), call.arg_int("offset", 0, 0, 10**9)),
+        page=call.page(),
     )
     return Reply(json=[order_json(call, o) for o in orders])
 
@@ -204,8 +229,8 @@ def approve_order(call: Call) -> Reply:
     if order.status is not OrderStatus.PENDING_AUTHORIZATION:
         raise ApiProblem(409, f"order {order.id} is {order.status.value}, not waiting for approval")
     result = call.ca.approve(
-        order.id, call.actor, given_name=call.text("givenName", required=False, limit=64)
-        if isinstance(call.body, dict) else None,
+        order.id, call.actor, given_name=call.text("givenName", required=False, limit=64),
+        surname=call.text("surname", required=False, limit=64),
     )  # fmt: skip
     return Reply(json=order_json(call, result.order))
 
@@ -242,22 +267,22 @@ def add_order_comment(call: Call) -> Reply:
 _STATUSES = tuple(dict.fromkeys(s.value for s in OrderStatus))
 ROUTES = (
     Route("POST", "/orders", create_order, "Order a certificate (CSR or server-side key)",
-          "orders", "issue", body=ORDER_BODY, success=201),
+          "orders", "issue", body=ORDER_BODY, success=201, returns=ref("Order")),
     Route("GET", "/orders", list_orders, "Search orders", "orders", "read", query=(
         Param("email", "an address of the order", format="email"),
         Param("status", "order status", enum=_STATUSES),
         Param("client", "account"), Param("product", "product id"),
         Param("from", "created at or after (ISO 8601)", format="date-time"),
         Param("to", "created before (ISO 8601)", format="date-time"),
-        Param("limit", "at most this many (1..1000, default 100)", "integer"),
-        Param("offset", "skip this many", "integer"))),
-    Route("GET", "/orders/{id}", get_order, "An order with its status history", "orders", "read"),
+        *PAGING), returns=array_of("Order")),
+    Route("GET", "/orders/{id}", get_order, "An order with its status history", "orders", "read",
+          returns=ref("Order")),
     Route("POST", "/orders/{id}/approve", approve_order, "Authorize an order waiting for it",
-          "orders", "approve"),
+          "orders", "approve", body=APPROVE_BODY, returns=ref("Order")),
     Route("POST", "/orders/{id}/csr", provide_csr, "Give the CSR a renewal order waits for",
-          "orders", "issue", body=CSR_BODY),
+          "orders", "issue", body=CSR_BODY, returns=ref("Order")),
     Route("GET", "/orders/{id}/comments", list_order_comments, "Comments of an order",
-          "comments", "read"),
+          "comments", "read", returns=array_of("Comment")),
     Route("POST", "/orders/{id}/comments", add_order_comment, "Comment on an order", "comments",
-          "comment", body=COMMENT_BODY, success=201),
+          "comment", body=COMMENT_BODY, success=201, returns=ref("Comment")),
 )  # fmt: skip

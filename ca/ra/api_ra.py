@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from ca.ra.api_base import Call, NotFound, Param, Reply, Route, is_number, plain
+from ca.ra.api_schemas import array_of, ref
+from ca.store.domains import DomainStatus
 from ca.store.model import StoreError, UnknownCertificate, UnknownOrder
 
 DOMAIN_BODY = {
@@ -98,7 +100,9 @@ def list_notifications(call: Call) -> Reply:
         _visible_order(call, order_id, "read")
     if serial is not None:
         try:
-            cert = call.ca.store.get_certificate(serial[:80])
+            if len(serial) > 80:
+                raise UnknownCertificate(serial)
+            cert = call.ca.store.get_certificate(serial)
         except UnknownCertificate:
             raise NotFound(f"no certificate with serial {serial}") from None
         if cert.order_id is None:
@@ -117,7 +121,9 @@ def list_notifications(call: Call) -> Reply:
 def _visible_order(call: Call, order_id: str, permission: str) -> None:
     missing = f"no order {order_id}"
     try:
-        account = call.ca.store.get_order(order_id[:40]).account
+        if len(order_id) > 40:  # ids are 40 characters: a cut-off longer one found the order
+            raise UnknownOrder(order_id)
+        account = call.ca.store.get_order(order_id).account
     except UnknownOrder:
         raise NotFound(missing) from None
     call.audit["order"] = order_id
@@ -153,18 +159,23 @@ _D = "/domains/{client}/{domain}"
 ROUTES = (
     Route("GET", "/domains", list_domains, "Pre-validated domains", "domains", "read", query=(
         Param("client", "account"),
-        Param("status", "domain status"))),
+        Param("status", "domain status", enum=tuple(s.value for s in DomainStatus))),
+        returns=array_of("Domain")),
     Route("POST", "/domains", request_domain, "Request a domain: TXT token to publish",
-          "domains", "domains", body=DOMAIN_BODY, success=201),
-    Route("GET", _D, get_domain, "A domain and its validation", "domains", "read"),
+          "domains", "domains", body=DOMAIN_BODY, success=201, returns=ref("Domain")),
+    Route("GET", _D, get_domain, "A domain and its validation", "domains", "read",
+          returns=ref("Domain")),
     Route("POST", _D + "/check", check_domain, "Check the TXT record now", "domains",
-          "domains"),
-    Route("DELETE", _D, delete_domain, "Forget a domain", "domains", "domains"),
+          "domains", returns=ref("Domain")),
+    Route("DELETE", _D, delete_domain, "Forget a domain", "domains", "domains",
+          returns=ref("Domain")),
     Route("GET", "/notifications", list_notifications, "Mails sent for orders/certificates",
           "notifications", "read", query=(
-              Param("order", "order id"), Param("serial", "certificate serial (hex)"))),
+              Param("order", "order id"), Param("serial", "certificate serial (hex)")),
+          returns=array_of("Notification")),
     Route("POST", "/notifications/{id}/resend", resend_notification, "Send a mail again",
-          "notifications", "issue"),
+          "notifications", "issue", returns=ref("Notification")),
     Route("GET", "/p12/{token}", pickup_p12, "Pick up a server-generated PKCS#12 (once)",
-          "pkcs12", auth=False, produces=("application/x-pkcs12",), secret_path=True),
+          "pkcs12", auth=False, produces=("application/x-pkcs12",), secret_path=True,
+          errors=(410,)),
 )  # fmt: skip

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
+import stat
 import string
 import uuid
 from collections.abc import Iterable, Mapping
@@ -110,6 +111,13 @@ class RaAuth:
 
     def revoke_grant(self, name: str, account: str, *, by: str) -> ApiUserView:
         return self.ca.store.set_api_grant(name, account, (), by=by, now=self.ca.clock())
+
+    def disable_user(self, name: str, *, by: str) -> ApiUserView:
+        """No new JWT; the user's JWTs are refused from the next call on."""
+        return self.ca.store.set_api_user_disabled(name, True, by=by, now=self.ca.clock())
+
+    def enable_user(self, name: str, *, by: str) -> ApiUserView:
+        return self.ca.store.set_api_user_disabled(name, False, by=by, now=self.ca.clock())
 
     def create_key(self, name: str, *, by: str) -> str:
         """A new key (returned once, stored hashed) next to the user's current keys."""
@@ -223,21 +231,44 @@ class RaAuth:
 
 
 def load_secret(path: Path) -> bytes:
+    """The secret in ``path``, made when missing.
+
+    Made atomically: the 32 bytes go to a private temporary file that is then hard-linked
+    to ``path`` (which fails if another process or thread won the race: theirs is used), so
+    nobody ever reads a created but still empty file (that answered 503 to the calls racing
+    the first one). Like the CA's PIN and passphrase files (:func:`ca.keys.base.read_secret`)
+    a secret readable by group or others is refused: whoever reads it can mint any user's JWT.
+    """
     try:
+        mode = path.stat().st_mode
         data = path.read_bytes()
     except FileNotFoundError:
-        data = secrets.token_bytes(32)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first: use theirs
-            return load_secret(path)
-        except OSError as exc:
-            raise AuthSetupError(f"{path}: cannot create the JWT secret: {exc.strerror}") from None
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        return data
+        return _make_secret(path)
     except OSError as exc:
         raise AuthSetupError(f"{path}: cannot read the JWT secret: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise AuthSetupError(f"{path}: the JWT secret is readable by group or others "
+                             f"(mode {stat.S_IMODE(mode):o}); chmod 600 it")  # fmt: skip
     if len(data) < 32:
         raise AuthSetupError(f"{path}: the JWT secret must be at least 32 bytes")
+    return data
+
+
+def _make_secret(path: Path) -> bytes:
+    data = secrets.token_bytes(32)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:  # another process or thread made it first: use theirs
+            return load_secret(path)
+    except OSError as exc:
+        raise AuthSetupError(f"{path}: cannot create the JWT secret: {exc.strerror}") from None
+    finally:
+        temporary.unlink(missing_ok=True)
     return data

@@ -1,6 +1,7 @@
 """``cmcgate ca api-user ...``, ``cmcgate ca api-key ...`` and ``cmcgate ca openapi``.
 
 cmcgate ca api-user add billing --grant example.ra:read,issue,revoke
+cmcgate ca api-user disable billing    # its JWTs and keys are refused at once (enable: back)
 cmcgate ca api-key create billing      # prints the key once: store it now
 cmcgate ca api-key roll billing        # new key; the old one works 7 more days
 cmcgate ca api-key delete billing key-0123abcd
@@ -72,6 +73,14 @@ def cmd_user_grant(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_user_state(args: argparse.Namespace) -> int:
+    ca, auth = _auth(args)
+    with ca:
+        change = auth.disable_user if args.user_command == "disable" else auth.enable_user
+        _show(change(args.name, by=_operator()))
+    return 0
+
+
 def cmd_user_list(args: argparse.Namespace) -> int:
     ca, auth = _auth(args)
     with ca:
@@ -125,6 +134,11 @@ def register(sub: Any) -> None:
     p.add_argument("--grant", action="append", metavar="ACCOUNT:PERMS")
     p.add_argument("--remove", action="append", metavar="ACCOUNT")
     p.set_defaults(func=cmd_user_grant)
+    for name, text in (("disable", "refuse the user's JWTs and keys at once"),
+                       ("enable", "accept the user's valid keys again")):  # fmt: skip
+        p = dir_arg(users_sub.add_parser(name, help=text))
+        p.add_argument("name")
+        p.set_defaults(func=cmd_user_state)
     p = dir_arg(users_sub.add_parser("list", help="users, grants and keys (never the keys)"))
     p.set_defaults(func=cmd_user_list)
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ca.ra.api_base import Route
+from ca.ra.api_schemas import SCHEMAS
 
 VERSION = "2.0.0"
 _PATH_PARAM = re.compile(r"{([A-Za-z0-9_]+)(?::[^}]*)?}")
@@ -31,13 +32,20 @@ PROBLEM = {
     },
     "required": ["type", "title", "status"],
 }
+#: what any route may answer (401 only with ``auth``; a route lists more in ``errors``)
 _ERRORS = {
-    "400": "bad input (details in the problem)",
-    "401": "no, an expired or an invalid token",
-    "403": "the permission is missing, or the CA refused the identity",
-    "404": "unknown, or not visible to this user",
-    "409": "the object is not in a state that allows this",
-    "503": "a back end (database, HSM, DNS, SMTP) is unavailable: try later",
+    400: "bad input (details in the problem)",
+    401: "no, an expired or an invalid token",
+    403: "the permission is missing, or the CA refused the identity",
+    404: "unknown, or not visible to this user",
+    409: "the object is not in a state that allows this",
+    503: "a back end (database, HSM, DNS, SMTP) is unavailable: try later",
+}
+#: what only some routes answer: those with a body (408, 413) or naming it in ``errors``
+_MORE_ERRORS = {
+    408: "the request body did not arrive in time",
+    410: "gone: picked up already, purged or expired",
+    413: "the request body is larger than 256 KiB",
 }
 
 
@@ -61,22 +69,27 @@ def _operation(route: Route) -> dict[str, Any]:
             schema["enum"] = list(param.enum)
         if param.format:
             schema["format"] = param.format
+        for keyword in ("minimum", "maximum", "pattern"):
+            if getattr(param, keyword) is not None:
+                schema[keyword] = getattr(param, keyword)
         params.append({"name": param.name, "in": "query", "required": False,
                        "description": param.description, "schema": schema})  # fmt: skip
     success: dict[str, Any] = {
         "description": "OK" if route.success == 200 else "done",
-        "content": {media: {"schema": _success_schema(media)} for media in route.produces},
+        "content": {media: {"schema": _success_schema(route, media)} for media in route.produces},
     }
     responses: dict[str, Any] = {str(route.success): success}
     problem = {
         "content": {
             "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
         }
-    }  # noqa: E501
-    for code, text in _ERRORS.items():
-        if code == "401" and not route.auth:
-            continue
-        responses[code] = {"description": text, **problem}
+    }
+    codes = {c for c in _ERRORS if c != 401 or route.auth} | set(route.errors)
+    if route.body is not None:
+        codes |= {408, 413}
+    for code in sorted(codes):
+        text = _ERRORS.get(code) or _MORE_ERRORS[code]
+        responses[str(code)] = {"description": text, **problem}
     op: dict[str, Any] = {
         "operationId": route.operation_id,
         "summary": route.summary,
@@ -90,14 +103,33 @@ def _operation(route: Route) -> dict[str, Any]:
     if route.body is not None:
         op["requestBody"] = {
             "required": bool(route.body.get("required")),
-            "content": {"application/json": {"schema": dict(route.body)}},
+            "content": {"application/json": {"schema": body_schema(route.body)}},
         }
     return op
 
 
-def _success_schema(media: str) -> dict[str, Any]:
+def body_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A request body's schema as the handlers read it (:meth:`ca.ra.api_base.Call.text`): a
+    required string member must not be empty, an optional member may be ``null`` (the same
+    as leaving it out)."""
+    required = set(schema.get("required", ()))
+    properties = {}
+    for name, member in schema.get("properties", {}).items():
+        member = dict(member)
+        kind = member.get("type")
+        if name in required and kind == "string":
+            member.setdefault("minLength", 1)
+        elif name not in required and isinstance(kind, str):
+            member["type"] = [kind, "null"]
+            if "enum" in member:
+                member["enum"] = [*member["enum"], None]
+        properties[name] = member
+    return {**schema, "properties": properties}
+
+
+def _success_schema(route: Route, media: str) -> dict[str, Any]:
     if media == "application/json":
-        return {}
+        return dict(route.returns or {"type": "object"})
     if media.startswith("text/"):
         return {"type": "string"}
     return {"type": "string", "contentMediaType": media}
@@ -120,7 +152,7 @@ def build_document(routes: Iterable[Route]) -> dict[str, Any]:
         },
         "paths": dict(sorted(paths.items())),
         "components": {
-            "schemas": {"Problem": PROBLEM},
+            "schemas": {"Problem": PROBLEM, **SCHEMAS},
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
             },

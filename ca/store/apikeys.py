@@ -206,6 +206,20 @@ class ApiKeysMixin(StoreBase):
             session.flush()
             return _key_view(row, name)
 
+    def set_api_user_disabled(
+        self, name: str, disabled: bool, *, by: str, now: datetime | None = None
+    ) -> ApiUserView:
+        """A disabled user gets no JWT, and the JWTs they hold are refused at once (the
+        manual's user deactivation); enabling them again revives their valid keys."""
+        at = now or utcnow()
+        with self.audit_transaction() as session:
+            user = _user_row(session, name)
+            user.disabled = disabled
+            action = "user disabled" if disabled else "user enabled"
+            self._audit(session, "api_key", by, name, {"action": action}, at)
+            session.flush()
+            return _user_view(session, user)
+
     def get_api_user(self, name: str) -> ApiUserView:
         with self.read_session() as session:
             return _user_view(session, _user_row(session, name))

@@ -239,7 +239,7 @@ class RevocationReason(enum.IntEnum):
                 pass
         elif isinstance(value, str):
             norm = value.strip().replace("_", "").replace("-", "").lower()
-            if norm.isdigit():
+            if norm.isascii() and norm.isdigit():  # isdigit() alone takes "¹", int() does not
                 return cls.parse(int(norm))
             for member in cls:
                 if norm in (member.rfc_name.lower(), member.name.replace("_", "").lower()):

@@ -62,7 +62,7 @@ class SearchMixin(StoreBase):
         if email is not None:
             # emails_json is a JSON list of the order's addresses: match the quoted address
             needle = '"' + normalise_email(email).replace('"', "") + '"'
-            query = query.where(func.lower(OrderRow.emails_json).contains(needle))
+            query = query.where(func.lower(OrderRow.emails_json).contains(needle, autoescape=True))
         query = query.order_by(OrderRow.created_at.desc(), OrderRow.id).limit(page.limit)
         with self.read_session() as session:
             rows = session.execute(query.offset(page.offset)).scalars().all()

@@ -14,7 +14,7 @@ import pytest
 
 from ca.store.audit import audit_records
 from gateway.devservices import SmtpSink
-from tests.ca.ra_fixtures import ACCOUNT, SILVER, RaRunning, csr_pem, start_ra
+from tests.ca.ra_fixtures import ACCOUNT, OTHER, SILVER, RaRunning, csr_pem, start_ra
 
 P12 = "example-p12"
 P12_PRODUCT = f"""
@@ -140,3 +140,27 @@ def test_a_certificate_is_renewed_with_a_csr_now_or_later(mailing: Mailing) -> N
     again = ra.post(f"/orders/{order_id}/csr", mailing.token,
                     json={"csr": csr_pem("renew@example.org")})  # fmt: skip
     assert again.status_code == 409
+
+
+def test_another_clients_user_neither_sees_nor_resends_the_notifications(
+    mailing: Mailing,
+) -> None:
+    ra = mailing.ra
+    order = ra.post(
+        "/orders",
+        mailing.token,
+        json={"client": ACCOUNT, "product": SILVER, "csr": csr_pem("private@example.org")},
+    ).json()
+    mine = ra.get("/notifications", mailing.token, params={"order": order["id"]}).json()
+    assert mine and all(n["orderId"] == order["id"] for n in mine)  # fmt: skip
+    stranger = ra.jwt("stranger", ra.user("stranger", {OTHER: ["read", "issue"]}))
+    assert [n for n in ra.get("/notifications", stranger).json()
+            if n["orderId"] == order["id"]] == []  # fmt: skip
+    for params in ({"order": order["id"]}, {"serial": order["certificateSerial"]}):
+        assert ra.get("/notifications", stranger, params=params).status_code == 404
+    before = len(mailing.mails_to("private@example.org"))
+    refused = ra.post(f"/notifications/{mine[0]['id']}/resend", stranger)
+    assert refused.status_code == 404, refused.text
+    reader = ra.jwt("reader-only", ra.user("reader-only", {ACCOUNT: ["read"]}))
+    assert ra.post(f"/notifications/{mine[0]['id']}/resend", reader).status_code == 403
+    assert len(mailing.mails_to("private@example.org")) == before

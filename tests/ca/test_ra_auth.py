@@ -215,3 +215,68 @@ def test_a_reload_keeps_users_keys_and_tokens(ra: RaRunning) -> None:
     assert ra.service.ra_services is not before
     assert ra.get("/clients", token).status_code == 200
     assert ra.get("/clients", ra.jwt("reloaded", key)).status_code == 200
+
+
+def test_the_first_calls_racing_for_the_secret_all_get_the_same_one(tmp_path: Path) -> None:
+    """The file was created empty and filled afterwards: a racing reader got an empty file
+    and the caller a 503 (hundreds of failures in 50 rounds of 8 threads)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ca.ra.auth import load_secret
+
+    for round_ in range(50):
+        path = tmp_path / f"secret-{round_}"
+        start = threading.Barrier(8)
+
+        def load(path: Path = path, start: threading.Barrier = start) -> bytes:
+            start.wait()
+            return load_secret(path)
+
+        with ThreadPoolExecutor(8) as pool:
+            secrets = [f.result() for f in [pool.submit(load) for _ in range(8)]]
+        assert len(set(secrets)) == 1 and len(secrets[0]) == 32
+        assert secrets[0] == path.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"secret-{i}" for i in range(50))
+
+
+def test_a_secret_others_can_read_is_refused(ra: RaRunning, tmp_path: Path) -> None:
+    from ca.ra.auth import AuthSetupError, load_secret
+
+    loose = tmp_path / "loose"
+    loose.write_bytes(b"s" * 32)
+    loose.chmod(0o644)
+    with pytest.raises(AuthSetupError, match="chmod 600"):
+        load_secret(loose)
+    key = ra.user("loose-secret", {ACCOUNT: ["read"]})
+    token = ra.jwt("loose-secret", key)
+    secret = ra.directory / "ra-jwt.key"
+    secret.chmod(0o644)
+    try:
+        answer = ra.get("/orders", token)
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["Content-Type"].startswith("application/problem+json")
+        assert "chmod 600" in answer.json()["detail"]
+    finally:
+        secret.chmod(0o600)
+    assert ra.get("/orders", token).status_code == 200
+
+
+def test_a_disabled_user_and_their_tokens_are_refused_at_once(
+    ra: RaRunning, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The store had a ``disabled`` flag that nothing could set: a user could only be stopped
+    key by key."""
+    key = ra.user("disabled", {ACCOUNT: ["read"]})
+    token = ra.jwt("disabled", key)
+    directory = str(ra.directory)
+    assert main(["ca", "api-user", "disable", "disabled", "--dir", directory]) == 0
+    assert "(disabled)" in capsys.readouterr().out
+    _refused(ra.get("/orders", token))
+    _refused(ra.post("/jwt", json={"userName": "disabled", "apiKey": key}))
+    assert main(["ca", "api-user", "enable", "disabled", "--dir", directory]) == 0
+    assert ra.get("/orders", token).status_code == 200
+    assert ra.get("/orders", ra.jwt("disabled", key)).status_code == 200
+    actions = [r.details.get("action") for r in audit_records(ra.service.ca.store)
+               if r.event_type == "api_key" and r.subject == "disabled"]  # fmt: skip
+    assert actions[-2:] == ["user disabled", "user enabled"]
