@@ -111,9 +111,13 @@ def problem_of(exc: BaseException) -> tuple[int, str, dict[str, Any]]:
         return 400, str(exc), {}
     code = getattr(exc, "status", None)
     if isinstance(exc, CmcgateError) and isinstance(code, int) and 400 <= code < 600:
-        if code >= 500:
-            log.error("%s: %s", type(exc).__name__, exc)
-        return code, str(exc), {}
+        if code < 500:
+            return code, str(exc), {}
+        # the operator's business (DNS server, SMTP relay, file paths): logged, not answered
+        log.error("%s: %s", type(exc).__name__, exc)
+        order_id = getattr(exc, "order_id", None)
+        detail = "temporarily unavailable; try later" if code == 503 else "internal error"
+        return code, f"{detail} (logged on the server)", {"orderId": order_id} if order_id else {}
     if isinstance(exc, StoreError) and not isinstance(exc.__cause__, SQLAlchemyError):
         return 400, str(exc), {}
     if isinstance(exc, StoreError | KeyBackendError):
