@@ -214,7 +214,7 @@ def register_quarantine(gateway_subparsers: Any) -> None:
 
 def _host_port(value: str) -> NextHop:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    if not sep or not host or not (port.isascii() and port.isdigit()):
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
     return NextHop(host.strip("[]"), int(port), timeout=30)
 

@@ -76,7 +76,7 @@ def _parse_line(line: str) -> tuple[dns.name.Name, int, dns.rdatatype.RdataType,
     name = dns.name.from_text(owner if owner.endswith(".") else owner + ".")
     ttl = DEFAULT_TTL
     words = rest.split(None, 1)
-    if words and words[0].isdigit():
+    if words and words[0].isascii() and words[0].isdigit():
         ttl = int(words[0])
         rest = words[1] if len(words) > 1 else ""
         words = rest.split(None, 1)
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", default="127.0.0.1:5353", help="HOST:PORT (port 0: free)")
     args = parser.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not (port.isascii() and port.isdigit()):
         parser.error(f"--listen {args.listen!r} must be HOST:PORT")
     server = DevDnsServer(args.zone, host.strip("[]"), int(port))
     try:

@@ -86,7 +86,7 @@ def normalise_domain(text: str) -> str:
             f"{text!r} is not a domain name that can be validated (two or more labels of"
             " letters, digits and hyphens)"
         )
-    if labels[-1].isdigit():
+    if labels[-1].isascii() and labels[-1].isdigit():
         raise InvalidDomain(f"{text!r} is an address, not a domain name")
     return ascii_name
 

@@ -82,7 +82,7 @@ def parse_listen(text: str, default_port: int) -> tuple[str, int]:
     if not sep:
         host, port = text, str(default_port)
     host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise ServeError(f"listen address {text!r} must be HOST:PORT")
     return host, int(port)
 

@@ -143,7 +143,7 @@ def parse_ra(top: Section, directory: Path) -> RaSettings:
 
 def _listen(sec: Section, text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
-    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+    if not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) < 65536:
         raise sec.error("listen", f"ra.listen {text!r} must be HOST:PORT")
     return host.strip("[]"), int(port)
 
@@ -234,7 +234,7 @@ def _notifications(ra: Section) -> NotificationSettings:
         return NotificationSettings()
     days = []
     for text, line in sec.text_list("expiry_warning_days"):
-        if not text.isdigit() or not 1 <= int(text) <= 365:
+        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 365:
             raise SettingsError(sec.path, line, f"expiry warning day {text!r}: a number 1..365")
         days.append(int(text))
     return NotificationSettings(tuple(sorted(set(days), reverse=True)))

@@ -51,7 +51,7 @@ def parse_user_label(label: str) -> tuple[str, int] | None:
     if not label.startswith(LABEL_PREFIX):
         return None
     email, sep, n = label[len(LABEL_PREFIX) :].rpartition(":")
-    if not sep or not email or not n.isdigit():
+    if not sep or not email or not (n.isascii() and n.isdigit()):
         return None
     return email, int(n)
 

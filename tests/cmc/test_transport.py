@@ -311,6 +311,16 @@ def test_a_503_asking_for_a_long_pause_is_not_retried_now(
     assert len(responder.seen) == 1
 
 
+def test_a_retry_after_of_other_digits_is_no_pause_and_no_crash(
+    pki: TransportPki, responder: TlsResponder
+) -> None:
+    """``¹`` (Latin-1 superscript one) passes str.isdigit() but not int()/float()."""
+    responder.reply_with(Reply(status=503, headers=(("Retry-After", "\u00b9"),)))
+    with pytest.raises(TransportUnavailable) as caught:
+        send(make_settings(pki, responder.url()), b"\x30\x00")
+    assert caught.value.retry_after is None and caught.value.status == 503
+
+
 def test_a_400_is_permanent_and_not_retried(pki: TransportPki, responder: TlsResponder) -> None:
     responder.reply_with(Reply(status=400, content_type="text/plain", body=b"bad request body"))
     with pytest.raises(HttpStatusRefused) as caught:
