@@ -160,7 +160,7 @@ class CertificatesMixin(StoreBase):
             if status is None:
                 query = query.where(CertificateRow.status != CertificateStatus.REVOKED.value)
         if status is not None:
-            query = query.where(_status_clause(CertificateStatus(status), at))
+            query = query.where(status_clause(CertificateStatus(status), at))
         with self.read_session() as session:
             rows = session.execute(query).scalars().all()
             return [certificate_view(session, r, at) for r in rows]
@@ -277,7 +277,7 @@ def _order_to_revoked(
     order.updated_at = at
 
 
-def _status_clause(status: CertificateStatus, at: datetime) -> ColumnElement[bool]:
+def status_clause(status: CertificateStatus, at: datetime) -> ColumnElement[bool]:
     if status is CertificateStatus.REVOKED:
         return CertificateRow.status == CertificateStatus.REVOKED.value
     if status is CertificateStatus.VALID:

@@ -13,9 +13,10 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import func, select, update
 
 from ca.store.base import StoreBase, certificate_view, job_view, order_view
+from ca.store.certs import status_clause
 from ca.store.db import CertificateEmailRow, CertificateRow, JobRow, OrderRow, utcnow
 from ca.store.model import (
     CertificateStatus,
@@ -98,7 +99,7 @@ class SearchMixin(StoreBase):
                 CertificateRow.not_after > at, CertificateRow.not_after <= at + expiring_within
             )
         if status is not None:
-            query = query.where(_status_clause(CertificateStatus(status), at))
+            query = query.where(status_clause(CertificateStatus(status), at))
         query = query.order_by(CertificateRow.not_after, CertificateRow.id).limit(page.limit)
         with self.read_session() as session:
             rows = session.execute(query.offset(page.offset)).scalars().all()
@@ -143,18 +144,3 @@ class SearchMixin(StoreBase):
             )
             session.refresh(row)
             return job_view(row)
-
-
-def _status_clause(status: CertificateStatus, at: datetime) -> ColumnElement[bool]:
-    if status is CertificateStatus.REVOKED:
-        return CertificateRow.status == CertificateStatus.REVOKED.value
-    if status is CertificateStatus.VALID:
-        return and_(
-            CertificateRow.status == CertificateStatus.VALID.value, CertificateRow.not_after > at
-        )
-    return or_(
-        CertificateRow.status == CertificateStatus.EXPIRED.value,
-        and_(
-            CertificateRow.status == CertificateStatus.VALID.value, CertificateRow.not_after <= at
-        ),
-    )
