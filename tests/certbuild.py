@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
@@ -39,9 +40,23 @@ def self_signed_ca(
     return builder.add_extension(ski, critical=False).sign(key, hashes.SHA256())
 
 
-def email_csr(key: CertificateIssuerPrivateKeyTypes, email: str) -> x509.CertificateSigningRequest:
-    """A CSR with the address as CN and as rfc822Name SAN, signed by ``key``."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, email)])
-    san = x509.SubjectAlternativeName([x509.RFC822Name(email)])
+def email_csr(
+    key: CertificateIssuerPrivateKeyTypes, email: str, *also: str, cn: str | None = None
+) -> x509.CertificateSigningRequest:
+    """A CSR with the address as CN (or ``cn``) and it and ``also`` as rfc822Name SANs,
+    signed by ``key``."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn or email)])
+    san = x509.SubjectAlternativeName([x509.RFC822Name(e) for e in (email, *also)])
     builder = x509.CertificateSigningRequestBuilder().subject_name(name)
     return builder.add_extension(san, critical=False).sign(key, hashes.SHA256())
+
+
+def email_csr_der(
+    email: str,
+    *also: str,
+    key: CertificateIssuerPrivateKeyTypes | None = None,
+    cn: str | None = None,
+) -> bytes:
+    """:func:`email_csr` as DER, with a fresh EC P-256 key unless ``key`` is given."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    return email_csr(key, email, *also, cn=cn).public_bytes(serialization.Encoding.DER)

@@ -14,15 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ca.init import initialise
 from ca.keys import KeyType
 from ca.ra.auth import RaAuth
 from ca.service.http import CaService, ServiceThread
+from tests.certbuild import email_csr
 
 ACCOUNT, OTHER = "example.ra", "other.ra"
 SILVER, MANUAL, OTHER_SILVER = "example-silver", "example-manual", "other-silver"
@@ -79,13 +78,7 @@ def make_ca(directory: Path, *, products: str = "", product_ids: tuple[str, ...]
 
 
 def csr_pem(email: str, cn: str | None = None) -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn or email)]))
-        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    csr = email_csr(ec.generate_private_key(ec.SECP256R1()), email, cn=cn)
     return csr.public_bytes(serialization.Encoding.PEM).decode()
 
 

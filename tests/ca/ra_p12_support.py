@@ -12,9 +12,8 @@ from typing import Any
 
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ca.authority import CertificateAuthority
 from ca.init import initialise
@@ -22,6 +21,7 @@ from ca.keys import KeyType
 from ca.profiles.builder import build_tbs
 from ca.profiles.types import IssuanceRequest, Organization
 from ca.store.model import OrderStatus
+from tests.certbuild import email_csr_der
 
 ACCOUNT = "example.ra"
 SILVER, P12, BOTH, MANUAL_P12 = "silver", "silver-p12", "silver-both", "silver-p12-manual"
@@ -81,14 +81,7 @@ def make_ca_dir(directory: Path) -> Path:
 
 
 def csr_der(email: str, key: ec.EllipticCurvePrivateKey | None = None) -> bytes:
-    key = key or ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, email)]))
-        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return csr.public_bytes(serialization.Encoding.DER)
+    return email_csr_der(email, key=key)
 
 
 def strand(ca: CertificateAuthority, email: str, stop_at: OrderStatus, *, signed: bool) -> str:

@@ -9,10 +9,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ca.authority import CertificateAuthority
 from ca.init import initialise
@@ -20,6 +16,7 @@ from ca.keys import KeyType
 from ca.settings.ra import DnsSettings
 from ca.settings.types import CaSettings
 from ca.store.orders import Store
+from tests.certbuild import email_csr_der
 
 
 @dataclass
@@ -91,19 +88,7 @@ def dead_dns(settings: CaSettings, port: int) -> CaSettings:
 
 
 def csr_der(*emails: str) -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, emails[0])])
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(name)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.RFC822Name(e) for e in emails]), critical=False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    from cryptography.hazmat.primitives import serialization
-
-    return csr.public_bytes(serialization.Encoding.DER)
+    return email_csr_der(*emails)
 
 
 __all__ = ["Clock", "Context", "DnsSettings", "csr_der", "dead_dns", "make_ca", "with_dns"]

@@ -19,9 +19,7 @@ from types import SimpleNamespace
 import pytest
 import requests
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from ca.authority import CertificateAuthority, OrderRefused
 from ca.init import initialise
@@ -42,6 +40,7 @@ from ca.store.audit import audit_records
 from ca.store.challenges import ChallengeStatus
 from ca.store.model import OrderStatus
 from gateway.devservices import SmtpSink
+from tests.certbuild import email_csr_der
 
 ACCOUNT = "example.ra"
 MBX, PLAIN = "example-mbx", "example-silver"
@@ -120,14 +119,7 @@ def challenges(served: Served, smtp_sink: SmtpSink) -> Iterator[ChallengeService
 
 
 def _csr_der(address: str) -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)]))
-        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(address)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return csr.public_bytes(serialization.Encoding.DER)
+    return email_csr_der(address)
 
 
 def _mail_to(sink: SmtpSink, address: str) -> EmailMessage:

@@ -15,10 +15,6 @@ from email.policy import default
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ca.authority import CertificateAuthority
 from ca.init import initialise
@@ -32,6 +28,7 @@ from ca.store.model import CertificateView
 from ca.store.notifications import NotificationStatus
 from gateway.devservices import SmtpSink
 from gateway.main import main
+from tests.certbuild import email_csr_der
 
 ACCOUNT = "example.ra"
 PRODUCT = "example-silver"
@@ -84,16 +81,7 @@ def notifier(bundled: Bundled, smtp_sink: SmtpSink) -> Iterator[Notifier]:
 
 
 def _issue(ca: CertificateAuthority, address: str, cn: str | None = None) -> CertificateView:
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn or address)]))
-        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(address)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    result = ca.submit(
-        csr.public_bytes(serialization.Encoding.DER), ACCOUNT, PRODUCT, requested_by="test"
-    )
+    result = ca.submit(email_csr_der(address, cn=cn), ACCOUNT, PRODUCT, requested_by="test")
     assert result.certificate is not None
     return ca.store.get_certificate(result.certificate.serial_number)
 
