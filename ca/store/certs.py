@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from ca.store.audit import AuditEvent
@@ -143,24 +143,11 @@ class CertificatesMixin(StoreBase):
         """
         at = now or utcnow()
         query = select(CertificateRow).order_by(CertificateRow.not_after, CertificateRow.id)
-        if email is not None:
-            query = query.where(
-                CertificateRow.id.in_(
-                    select(CertificateEmailRow.certificate_id).where(
-                        CertificateEmailRow.email == normalise_email(email)
-                    )
-                )
-            )
+        query = certificate_filters(query, email, expiring_within, status, at)
         if order_id is not None:
             query = query.where(CertificateRow.order_id == order_id)
-        if expiring_within is not None:
-            query = query.where(
-                CertificateRow.not_after > at, CertificateRow.not_after <= at + expiring_within
-            )
-            if status is None:
-                query = query.where(CertificateRow.status != CertificateStatus.REVOKED.value)
-        if status is not None:
-            query = query.where(status_clause(CertificateStatus(status), at))
+        if expiring_within is not None and status is None:
+            query = query.where(CertificateRow.status != CertificateStatus.REVOKED.value)
         with self.read_session() as session:
             rows = session.execute(query).scalars().all()
             return [certificate_view(session, r, at) for r in rows]
@@ -275,6 +262,32 @@ def _order_to_revoked(
     )
     order.status = OrderStatus.REVOKED.value
     order.updated_at = at
+
+
+def certificate_filters(
+    query: Select[CertificateRow],
+    email: str | None,
+    expiring_within: timedelta | None,
+    status: CertificateStatus | None,
+    at: datetime,
+) -> Select[CertificateRow]:
+    """The certificate searches' common filters: one of the addresses, ``at < not_after <=
+    at + expiring_within``, the effective status (a VALID one past not_after is EXPIRED)."""
+    if email is not None:
+        query = query.where(
+            CertificateRow.id.in_(
+                select(CertificateEmailRow.certificate_id).where(
+                    CertificateEmailRow.email == normalise_email(email)
+                )
+            )
+        )
+    if expiring_within is not None:
+        query = query.where(
+            CertificateRow.not_after > at, CertificateRow.not_after <= at + expiring_within
+        )
+    if status is not None:
+        query = query.where(status_clause(CertificateStatus(status), at))
+    return query
 
 
 def status_clause(status: CertificateStatus, at: datetime) -> ColumnElement[bool]:

@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 
 from ca.store.base import StoreBase, certificate_view, job_view, order_view
-from ca.store.certs import status_clause
-from ca.store.db import CertificateEmailRow, CertificateRow, JobRow, OrderRow, utcnow
+from ca.store.certs import certificate_filters
+from ca.store.db import CertificateRow, JobRow, OrderRow, utcnow
 from ca.store.model import (
     CertificateStatus,
     CertificateView,
@@ -84,22 +84,9 @@ class SearchMixin(StoreBase):
         at = now or utcnow()
         owned = select(OrderRow.id).where(OrderRow.account.in_(list(accounts)))
         query = select(CertificateRow).where(CertificateRow.order_id.in_(owned))
-        if email is not None:
-            query = query.where(
-                CertificateRow.id.in_(
-                    select(CertificateEmailRow.certificate_id).where(
-                        CertificateEmailRow.email == normalise_email(email)
-                    )
-                )
-            )
+        query = certificate_filters(query, email, expiring_within, status, at)
         if serial is not None:
             query = query.where(CertificateRow.serial == normalise_serial(serial))
-        if expiring_within is not None:
-            query = query.where(
-                CertificateRow.not_after > at, CertificateRow.not_after <= at + expiring_within
-            )
-        if status is not None:
-            query = query.where(status_clause(CertificateStatus(status), at))
         query = query.order_by(CertificateRow.not_after, CertificateRow.id).limit(page.limit)
         with self.read_session() as session:
             rows = session.execute(query.offset(page.offset)).scalars().all()
