@@ -69,10 +69,18 @@ class OrderRefused(CmcgateError):
     ``unavailable`` (HSM or database down: try later), ``internal`` (the CA itself failed).
     """
 
+    #: the HTTP status the RA API and the RA services answer each category with
+    HTTP_STATUS = {"bad_identity": 403, "bad_request": 400, "pop_failed": 400, "bad_alg": 400,
+                   "unavailable": 503, "internal": 500}  # fmt: skip
+
     def __init__(self, message: str, *, category: str, order_id: str | None = None) -> None:
         super().__init__(message)
         self.category = category
         self.order_id = order_id
+
+    @property
+    def http_status(self) -> int:
+        return self.HTTP_STATUS.get(self.category, 500)
 
 
 @dataclass(frozen=True)

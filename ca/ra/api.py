@@ -49,13 +49,14 @@ PROBLEM_TYPE = "application/problem+json"
 #: a request body (JSON, a CSR inside) is at most this big
 MAX_BODY = 256 * 1024
 #: OrderRefused categories -> (HTTP status, CMC failInfo name)
-CATEGORIES = {
-    "bad_identity": (403, "badIdentity"),
-    "bad_request": (400, "badRequest"),
-    "pop_failed": (400, "popFailed"),
-    "bad_alg": (400, "badAlg"),
-    "unavailable": (503, "tryLater"),
-    "internal": (500, "internalCAError"),
+#: the CMC failInfo name of each OrderRefused category, given with the problem
+FAIL_INFO = {
+    "bad_identity": "badIdentity",
+    "bad_request": "badRequest",
+    "pop_failed": "popFailed",
+    "bad_alg": "badAlg",
+    "unavailable": "tryLater",
+    "internal": "internalCAError",
 }
 
 
@@ -97,8 +98,11 @@ def problem_of(exc: BaseException) -> tuple[int, str, dict[str, Any]]:
     if isinstance(exc, ApiProblem):
         return exc.status, str(exc), dict(exc.extra)
     if isinstance(exc, OrderRefused):
-        status, fail_info = CATEGORIES.get(exc.category, (500, "internalCAError"))
-        extra = {"orderId": exc.order_id, "failInfo": fail_info}
+        status = exc.http_status
+        extra = {
+            "orderId": exc.order_id,
+            "failInfo": FAIL_INFO.get(exc.category, "internalCAError"),
+        }
         if status >= 500:
             log.error("order %s refused: %s", exc.order_id, exc)
             return status, "the CA could not complete the order; try later", extra

@@ -57,7 +57,6 @@ PIN_LENGTH = 12
 PBKDF2_ROUNDS = 200_000
 PICKUP_PATH = "/pki/api/v2/p12/"
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{20,128}$")
-_CATEGORY_STATUS = {"bad_identity": 403, "unavailable": 503, "internal": 500}
 
 
 class Notifier(Protocol):
@@ -76,11 +75,6 @@ class Notifier(Protocol):
 
 class KeygenError(RaError):
     """Server-side key generation or a pick-up refused; ``status`` is the HTTP answer."""
-
-
-def refusal_status(category: str) -> int:
-    """The HTTP status of an :class:`OrderRefused` category (bad_identity: 403, ...)."""
-    return _CATEGORY_STATUS.get(category, 400)
 
 
 @dataclass(frozen=True)
@@ -183,9 +177,7 @@ class KeygenService:
                 given_name=given_name, surname=surname, server_side_key=True,
             )  # fmt: skip
         except OrderRefused as exc:
-            raise KeygenError(
-                str(exc), status=refusal_status(exc.category), order_id=exc.order_id
-            ) from None
+            raise KeygenError(str(exc), status=exc.http_status, order_id=exc.order_id) from None
         if result.certificate is None:  # a domain validation lapsed since the preflight
             reason = f"server-side key generation cannot wait ({result.order.status.value})"
             self.ca.store.fail(result.order.id, reason + "; the key was discarded")
@@ -376,6 +368,5 @@ __all__ = [
     "Notifier",
     "p12_pickup_handler",
     "purge_expired",
-    "refusal_status",
     "schedule_p12_purge",
 ]

@@ -27,7 +27,7 @@ from cryptography.x509.oid import NameOID
 
 from ca.authority import IssueResult, OrderRefused, csr_emails
 from ca.ra.errors import RaError
-from ca.ra.keygen import KeygenError, KeygenResult, KeygenService, Notifier, refusal_status
+from ca.ra.keygen import KeygenError, KeygenResult, KeygenService, Notifier
 from ca.settings.types import KeyGeneration, ProductSettings
 from ca.store.model import (
     CertificateStatus,
@@ -178,9 +178,7 @@ class RenewalService:
         try:
             return self.ca.resume(order_id, actor=by, csr_der=der)
         except OrderRefused as exc:
-            raise RenewalError(
-                str(exc), status=refusal_status(exc.category), order_id=order_id
-            ) from None
+            raise RenewalError(str(exc), status=exc.http_status, order_id=order_id) from None
 
     def predecessors(self, serial: int | str) -> tuple[CertificateView, ...]:
         """The certificates ``serial`` renewed, newest first (the manual's renewal info)."""
