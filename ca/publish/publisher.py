@@ -43,6 +43,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ca.periodic import add_periodic
 from ca.publish.ldapwrite import DirectorySession, DirectoryWriter, LdapUnavailable, PublishError
 from ca.settings.types import LdapSettings
 from ca.store.audit import AuditEvent, append_audit
@@ -234,14 +235,8 @@ def publish_due(ca: CertificateAuthority, now: datetime | None = None) -> Publis
 def schedule_publisher(scheduler: Any, current_ca: Callable[[], CertificateAuthority]) -> None:
     """Add the publication job to a CA service's APScheduler (reads ca.yaml's ldap each run)."""
 
-    def tick() -> None:
-        try:
-            publish_due(current_ca())
-        except Exception as exc:  # noqa: BLE001 - the scheduler retries at the next interval
-            log.error("LDAP publication run failed: %s", exc)
-
-    scheduler.add_job(tick, "interval", seconds=PUBLISH_INTERVAL_SECONDS, id="ldap-publish",
-                      coalesce=True, max_instances=1)  # fmt: skip
+    add_periodic(scheduler, "ldap-publish", "LDAP publication run",
+                 lambda: publish_due(current_ca()), seconds=PUBLISH_INTERVAL_SECONDS)  # fmt: skip
 
 
 def cmd_publish(args: Any) -> int:

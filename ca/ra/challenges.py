@@ -18,6 +18,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from ca.periodic import add_periodic
 from ca.ra.context import RaContext
 from ca.ra.errors import RaError
 from ca.ra.notify import Notifier
@@ -240,16 +241,13 @@ def schedule_challenge_expiry(scheduler: Any, get_ca: Any) -> None:
     mail, so it needs no working SMTP server)."""
 
     def run() -> None:
-        try:
-            ca = get_ca()
-            service = ChallengeService(ca, Notifier(ca))
-            count = service.expire_due()
-            if count:
-                log.info("%d order(s) failed: email challenge expired", count)
-            if service.resume_confirmed():
-                log.info("resumed orders whose mailboxes were confirmed before a stop")
-        except Exception as exc:  # noqa: BLE001 - retried at the next run
-            log.error("email challenge expiry failed: %s", exc)
+        ca = get_ca()
+        service = ChallengeService(ca, Notifier(ca))
+        count = service.expire_due()
+        if count:
+            log.info("%d order(s) failed: email challenge expired", count)
+        if service.resume_confirmed():
+            log.info("resumed orders whose mailboxes were confirmed before a stop")
 
-    scheduler.add_job(run, "interval", minutes=EXPIRY_CHECK_MINUTES, id="challenge-expiry",
-                      coalesce=True, max_instances=1)  # fmt: skip
+    add_periodic(scheduler, "challenge-expiry", "email challenge expiry", run,
+                 minutes=EXPIRY_CHECK_MINUTES)  # fmt: skip

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from ca.inflight import in_flight
+from ca.periodic import add_periodic
 from ca.recovery import Recovered, stuck_orders
 from ca.store.audit import append_audit
 from ca.store.base import order_view
@@ -117,14 +118,8 @@ def _settle(ca: CertificateAuthority, order: OrderView) -> Recovered:
 def schedule_cleanup(scheduler: Any, get_ca: Callable[[], CertificateAuthority]) -> None:
     """Run the clean-up every few minutes in ``cmcgate ca serve``."""
 
-    def tick() -> None:
-        try:
-            cleanup_lost_orders(get_ca())
-        except Exception as exc:  # noqa: BLE001 - retried at the next run
-            log.error("clean-up of lost orders failed: %s", exc)
-
-    scheduler.add_job(tick, "interval", minutes=INTERVAL_MINUTES, id="ra-cleanup",
-                      coalesce=True, max_instances=1)  # fmt: skip
+    add_periodic(scheduler, "ra-cleanup", "clean-up of lost orders",
+                 lambda: cleanup_lost_orders(get_ca()), minutes=INTERVAL_MINUTES)  # fmt: skip
 
 
 __all__ = ["RENEWAL_CSR_DAYS", "STUCK_AFTER", "cleanup_lost_orders", "schedule_cleanup"]

@@ -30,6 +30,7 @@ from typing import Any
 import dns.exception
 import dns.name
 
+from ca.periodic import add_periodic
 from ca.ra.context import RaContext
 from ca.ra.dns import DnsUnavailable, make_resolver, txt_strings
 from ca.ra.errors import RaError
@@ -227,11 +228,5 @@ def schedule_domain_checks(scheduler: Any, get_ca: Callable[[], RaContext]) -> N
     except Exception:  # noqa: BLE001 - the CA is not open yet: the default interval
         minutes = 60
 
-    def tick() -> None:
-        try:
-            DomainService(get_ca()).check_due()
-        except Exception as exc:  # noqa: BLE001 - the scheduler tries again next interval
-            log.error("domain check run failed: %s", exc)
-
-    scheduler.add_job(tick, "interval", minutes=minutes, id="ra-domain-checks",
-                      coalesce=True, max_instances=1)  # fmt: skip
+    add_periodic(scheduler, "ra-domain-checks", "domain check run",
+                 lambda: DomainService(get_ca()).check_due(), minutes=minutes)  # fmt: skip

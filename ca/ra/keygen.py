@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from ca.authority import OrderRefused
 from ca.keys import KeyType
+from ca.periodic import add_periodic
 from ca.ra.errors import RaError
 from ca.settings.types import Approval
 from ca.store.notifications import NotificationStatus
@@ -351,14 +352,8 @@ def purge_expired(ca: CertificateAuthority, now: datetime | None = None) -> int:
 def schedule_p12_purge(scheduler: Any, get_ca: Callable[[], CertificateAuthority]) -> None:
     """Daily purge of PKCS#12 files nobody picked up within the retention period."""
 
-    def tick() -> None:
-        try:
-            purge_expired(get_ca())
-        except Exception as exc:  # noqa: BLE001 - retried at the next run
-            log.error("PKCS#12 purge failed: %s", exc)
-
-    scheduler.add_job(tick, "interval", hours=24, id="ra-p12-purge", coalesce=True,
-                      max_instances=1)  # fmt: skip
+    add_periodic(scheduler, "ra-p12-purge", "PKCS#12 purge", lambda: purge_expired(get_ca()),
+                 hours=24)  # fmt: skip
 
 
 __all__ = [

@@ -25,6 +25,7 @@ from typing import Any
 
 from cryptography import x509
 
+from ca.periodic import add_periodic
 from ca.ra.context import RaContext
 from ca.ra.errors import RaError
 from ca.ra.mailer import Mailer, MailError, build_message
@@ -327,14 +328,9 @@ def schedule_expiry_warnings(scheduler: Any, get_ca: Callable[[], RaContext]) ->
     """Daily expiry warnings on ``cmcgate ca serve``'s scheduler, first shortly after start."""
 
     def run() -> None:
-        try:
-            count = Notifier(get_ca()).expiry_warnings()
-            if count:
-                log.info("sent %d certificate expiry warning(s)", count)
-        except Exception as exc:  # noqa: BLE001 - retried at the next run
-            log.error("expiry warnings failed: %s", exc)
+        count = Notifier(get_ca()).expiry_warnings()
+        if count:
+            log.info("sent %d certificate expiry warning(s)", count)
 
-    scheduler.add_job(
-        run, "interval", hours=EXPIRY_CHECK_HOURS, id="expiry-warnings", coalesce=True,
-        max_instances=1, next_run_time=datetime.now(UTC) + EXPIRY_FIRST_RUN,
-    )  # fmt: skip
+    add_periodic(scheduler, "expiry-warnings", "expiry warnings", run, hours=EXPIRY_CHECK_HOURS,
+                 next_run_time=datetime.now(UTC) + EXPIRY_FIRST_RUN)  # fmt: skip
