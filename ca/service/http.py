@@ -44,6 +44,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ca.authority import CertificateAuthority
+from ca.periodic import add_periodic
 from ca.ra.challenges import schedule_challenge_expiry
 from ca.ra.confirm_page import add_confirmation_routes
 from ca.ra.notify import drain_outbox, schedule_expiry_warnings
@@ -348,14 +349,8 @@ class CaService:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         scheduler = BackgroundScheduler(timezone="UTC")
-        scheduler.add_job(
-            self._refresh_crls,
-            "interval",
-            seconds=CRL_REFRESH_SECONDS,
-            id="crl",
-            coalesce=True,
-            max_instances=1,
-        )
+        add_periodic(scheduler, "crl", "CRL refresh", self._refresh_crls,
+                     seconds=CRL_REFRESH_SECONDS)  # fmt: skip
         from ca.publish.publisher import schedule_publisher
 
         schedule_publisher(scheduler, lambda: self.ca)  # LDAP publication, when ca.ldap is set
@@ -376,12 +371,9 @@ class CaService:
         self._scheduler = scheduler
 
     def _refresh_crls(self) -> None:
-        try:
-            ca = self.ca
-            ca.write_crl()
-            write_infra_crl(ca, self.material.infra_cert, now=datetime.now(UTC))
-        except Exception as exc:  # noqa: BLE001 - retried at the next interval
-            log.error("CRL refresh failed: %s", exc)
+        ca = self.ca
+        ca.write_crl()
+        write_infra_crl(ca, self.material.infra_cert, now=datetime.now(UTC))
 
     async def stop(self) -> None:
         """Stop listening, finish in-flight requests, close the CA."""
