@@ -24,6 +24,7 @@ from ca.cli_orders import (
     ca_dir,
     ca_yaml_of,
     list_orders,
+    open_ca,
     open_store,
     parse_status,
     register_recover,
@@ -35,13 +36,6 @@ from ca.store.orders import Store
 
 def _dir(args: argparse.Namespace) -> Path:
     return ca_dir(args)
-
-
-def _open(args: argparse.Namespace) -> Any:
-    """The whole CA, keys included (commands that sign)."""
-    from ca.authority import CertificateAuthority
-
-    return CertificateAuthority.open(ca_yaml_of(_dir(args)))
 
 
 def _read(path: str) -> bytes:
@@ -107,7 +101,7 @@ def cmd_issue(args: argparse.Namespace) -> int:
     if args.format != "pem" and not args.out:  # refuse before a certificate is issued
         raise CaCliError(f"--format {args.format} is binary: give --out FILE")
     csr = _load_csr(_read(args.csr))
-    with _open(args) as ca:
+    with open_ca(args) as ca:
         try:
             result = ca.submit(
                 csr, args.account, args.product, args.validity,
@@ -136,7 +130,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
     if args.format != "pem" and not args.out:
         raise CaCliError(f"--format {args.format} is binary: give --out FILE")
-    with _open(args) as ca:
+    with open_ca(args) as ca:
         order = ca.store.get_order(args.order)
         if order.status is OrderStatus.ISSUED and order.certificate_serial:
             serial = order.certificate_serial
@@ -244,7 +238,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    with _open(args) as ca:
+    with open_ca(args) as ca:
         view = ca.revoke(args.serial, args.reason, by=args.operator, comment=args.comment)
     print(f"revoked {view.serial} ({view.reason.rfc_name}); CRL regenerated")
     return 0
@@ -253,7 +247,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 def cmd_crl(args: argparse.Namespace) -> int:
     from ca import crl as crl_module
 
-    with _open(args) as ca:
+    with open_ca(args) as ca:
         crl = ca.root_crl() if args.root else ca.crl()
         published = ca.settings.ca.directory / "crl" / ("root.crl" if args.root else "issuing.crl")
         # one CRL (one CRL number) for both the served file and --out

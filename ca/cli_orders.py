@@ -12,11 +12,15 @@ import json
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ca.store.model import CertificateStatus, OrderStatus, OrderView
 from ca.store.orders import Store
 from config.errors import CmcgateError
+
+if TYPE_CHECKING:
+    from ca.authority import CertificateAuthority
+    from ca.ra.context import StoreContext
 
 
 class CaCliError(CmcgateError):
@@ -37,6 +41,25 @@ def ca_yaml_of(directory: Path) -> Path:
     if not ca_yaml.exists():
         raise CaCliError(f"{ca_yaml}: no CA here (run `cmcgate ca init --dir {directory}`)")
     return ca_yaml
+
+
+def open_ca(args: argparse.Namespace) -> CertificateAuthority:
+    """The whole CA, keys included (commands that sign)."""
+    from ca.authority import CertificateAuthority
+
+    return CertificateAuthority.open(ca_yaml_of(ca_dir(args)))
+
+
+def open_context(directory: Path) -> StoreContext:
+    """ca.yaml and the database (tables made, with the audit HMAC key), no key backend: what
+    the RA's operator commands give the RA services instead of the whole CA."""
+    from ca.ra.context import StoreContext
+    from ca.settings.loader import load_ca_settings
+
+    settings = load_ca_settings(ca_yaml_of(directory))
+    store = Store.open(settings.ca.database, audit_hmac_key=settings.ca.audit_hmac_key_file)
+    store.create_all()
+    return StoreContext(store, settings)
 
 
 def open_store(directory: Path, *, audit_key: bool = False) -> Store:

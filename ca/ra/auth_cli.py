@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any
 
-from ca.cli_orders import ca_dir, ca_yaml_of
+from ca.cli_orders import open_ca
 from ca.store.apikeys import ApiUserView
 from config.errors import CmcgateError
 
@@ -38,10 +38,9 @@ def _grants(values: list[str] | None) -> dict[str, list[str]]:
 
 
 def _auth(args: argparse.Namespace) -> Any:
-    from ca.authority import CertificateAuthority
     from ca.ra.auth import RaAuth
 
-    ca = CertificateAuthority.open(ca_yaml_of(ca_dir(args)))
+    ca = open_ca(args)
     return ca, RaAuth(ca)
 
 

@@ -14,22 +14,16 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from ca.cli_orders import ca_dir, ca_yaml_of, open_store
-from ca.ra.context import StoreContext
+from ca.cli_orders import ca_dir, open_context
 from ca.ra.domains import DomainService, DomainView
 
 
 def _run(args: argparse.Namespace, action: Callable[[DomainService], int]) -> int:
-    from ca.settings.loader import load_ca_settings
-
-    directory = ca_dir(args)
-    settings = load_ca_settings(ca_yaml_of(directory))
-    store = open_store(directory, audit_key=True)
+    context = open_context(ca_dir(args))
     try:
-        store.create_all()
-        return action(DomainService(StoreContext(store, settings)))
+        return action(DomainService(context))
     finally:
-        store.close()
+        context.store.close()
 
 
 def _show(view: DomainView) -> None:

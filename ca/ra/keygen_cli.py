@@ -13,21 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from ca.authority import IssueResult
-from ca.cli_orders import CaCliError, ca_dir, ca_yaml_of
+from ca.cli_orders import CaCliError, open_ca
 from ca.ra.keygen import KeygenResult
 from ca.ra.notify import Notifier
-
-
-def _open(args: argparse.Namespace) -> Any:
-    from ca.authority import CertificateAuthority
-
-    return CertificateAuthority.open(ca_yaml_of(ca_dir(args)))
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
     from ca.ra.keygen import KeygenService
 
-    with _open(args) as ca:
+    with open_ca(args) as ca:
         service = KeygenService(ca, Notifier(ca))
         result = service.order(
             args.account, args.product, args.email, requested_by=args.requested_by,
@@ -50,7 +44,7 @@ def cmd_renew(args: argparse.Namespace) -> int:
             csr = Path(args.csr).read_bytes()
         except OSError as exc:
             raise CaCliError(f"{args.csr}: {exc.strerror}") from None
-    with _open(args) as ca:
+    with open_ca(args) as ca:
         service = RenewalService(ca, Notifier(ca))
         result = service.renew(args.serial, by=args.operator, csr_der=csr)
         if isinstance(result, KeygenResult):
@@ -70,7 +64,7 @@ def cmd_renew(args: argparse.Namespace) -> int:
 def cmd_cleanup(args: argparse.Namespace) -> int:
     from ca.ra.cleanup import cleanup_lost_orders
 
-    with _open(args) as ca:
+    with open_ca(args) as ca:
         done = cleanup_lost_orders(
             ca, stuck_after=timedelta(minutes=args.stuck_minutes),
             renewal_csr_days=args.renewal_days,

@@ -12,20 +12,13 @@ import json
 import os
 from typing import Any
 
-from ca.cli_orders import ca_dir, ca_yaml_of
-from ca.ra.context import StoreContext
+from ca.cli_orders import ca_dir, open_context
 from ca.ra.notify import Notifier
 from ca.store.notifications import NotificationView
-from ca.store.orders import Store
 
 
 def _notifier(args: argparse.Namespace) -> Notifier:
-    from ca.settings.loader import load_ca_settings
-
-    settings = load_ca_settings(ca_yaml_of(ca_dir(args)))
-    store = Store.open(settings.ca.database, audit_hmac_key=settings.ca.audit_hmac_key_file)
-    store.create_all()
-    return Notifier(StoreContext(store, settings))
+    return Notifier(open_context(ca_dir(args)))
 
 
 def _row(n: NotificationView) -> dict[str, Any]:
