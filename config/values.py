@@ -43,6 +43,12 @@ def parse_bool(value: str) -> bool:
     raise ValueProblem(f"expected true or false, not {shown(value)}")
 
 
+def is_number(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also takes ``¹``, ``²`` and other digits that
+    int() refuses)."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_int(value: str, *, minimum: int, maximum: int) -> int:
     if not re.fullmatch(r"[+-]?[0-9]{1,18}", value):
         raise ValueProblem(f"expected a whole number, not {shown(value)}")

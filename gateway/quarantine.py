@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from config.errors import CmcgateError
+from config.values import is_number
 from gateway.smtp.message import Transaction
 from gateway.smtp.relay import NextHop, NextHopTransaction, Reply
 
@@ -214,7 +215,7 @@ def register_quarantine(gateway_subparsers: Any) -> None:
 
 def _host_port(value: str) -> NextHop:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not (port.isascii() and port.isdigit()):
+    if not sep or not host or not is_number(port):
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
     return NextHop(host.strip("[]"), int(port), timeout=30)
 

@@ -18,12 +18,12 @@ from ca.ra.api_base import (
     Param,
     Reply,
     Route,
-    is_number,
     plain,
 )
 from ca.ra.api_schemas import array_of, ref
 from ca.settings.types import ProductSettings
 from ca.store.model import JobStatus, UnknownJob
+from config.values import is_number
 
 
 def product_json(product: ProductSettings, clients: list[str]) -> dict[str, Any]:

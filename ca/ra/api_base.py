@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ca.ra.auth import Forbidden, Principal
 from ca.store.search import Page
 from config.errors import CmcgateError
+from config.values import is_number
 
 if TYPE_CHECKING:
     from ca.authority import CertificateAuthority
@@ -231,11 +232,6 @@ def plain(value: Any) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [plain(v) for v in value]
     return value
-
-
-def is_number(text: str) -> bool:
-    """ASCII digits only (``str.isdigit`` also accepts ``²`` and other digits int() refuses)."""
-    return text.isascii() and text.isdigit()
 
 
 def iso(value: datetime | None) -> str | None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ca.ra.api_base import Call, NotFound, Param, Reply, Route, is_number, plain
+from ca.ra.api_base import Call, NotFound, Param, Reply, Route, plain
 from ca.ra.api_schemas import array_of, ref
 from ca.store.domains import DomainStatus
 from ca.store.model import StoreError, UnknownCertificate, UnknownOrder
+from config.values import is_number
 
 DOMAIN_BODY = {
     "type": "object",

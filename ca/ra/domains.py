@@ -36,6 +36,7 @@ from ca.ra.dns import DnsUnavailable, make_resolver, txt_strings
 from ca.ra.errors import RaError
 from ca.store.domains import DomainStatus, DomainView, UnknownDomain
 from config.errors import CmcgateError
+from config.values import is_number
 
 __all__ = [
     "DomainError",
@@ -87,7 +88,7 @@ def normalise_domain(text: str) -> str:
             f"{text!r} is not a domain name that can be validated (two or more labels of"
             " letters, digits and hyphens)"
         )
-    if labels[-1].isascii() and labels[-1].isdigit():
+    if is_number(labels[-1]):
         raise InvalidDomain(f"{text!r} is an address, not a domain name")
     return ascii_name
 

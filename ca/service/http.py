@@ -54,6 +54,7 @@ from ca.service.certs import ServiceMaterial, ensure_service_material, write_inf
 from ca.service.cmc import MAX_BODY, CmcService, Query, decode_get_message
 from ca.service.log import cmc_log_text, note_cmc, request_log
 from config.errors import CmcgateError
+from config.values import is_number
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def parse_listen(text: str, default_port: int) -> tuple[str, int]:
     if not sep:
         host, port = text, str(default_port)
     host = host.strip("[]") or "127.0.0.1"
-    if not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
+    if not is_number(port) or not 0 <= int(port) <= 65535:
         raise ServeError(f"listen address {text!r} must be HOST:PORT")
     return host, int(port)
 

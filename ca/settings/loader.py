@@ -40,6 +40,7 @@ from ca.settings.types import (
 )
 from ca.settings.yamlnodes import Section, SettingsError, compose, line_of
 from ca.store.db import default_dsn
+from config.values import is_number
 
 __all__ = [
     "AccountSettings", "Approval", "CaKeyRef", "CaSection", "CaSettings", "KeySettings",
@@ -117,11 +118,7 @@ def _ca(sec: Section, base: Path) -> CaSection:
         raise sec.error("database", "ca.database must be a DSN like sqlite:///ca.db")
     listen = sec.text("listen", default="127.0.0.1:8480") or ""
     host, _, port_text = listen.rpartition(":")
-    if (
-        not host
-        or not (port_text.isascii() and port_text.isdigit())
-        or not 0 < int(port_text) < 65536
-    ):
+    if not host or not is_number(port_text) or not 0 < int(port_text) < 65536:
         raise sec.error("listen", f"ca.listen {listen!r} must be HOST:PORT")
     base_url = sec.req_text("base_url").rstrip("/")
     if not re.match(r"^http://[^/\s]+(/\S*)?$", base_url):

@@ -29,6 +29,7 @@ from ipaddress import ip_address
 from pathlib import Path
 
 from ca.settings.yamlnodes import Section, SettingsError
+from config.values import is_number
 
 RA_KEYS = ("listen", "public_url", "jwt", "api_key_rollover_days", "domains", "dns",
            "caa_identities", "mail", "notifications", "challenge_hours", "pkcs12")  # fmt: skip
@@ -143,7 +144,7 @@ def parse_ra(top: Section, directory: Path) -> RaSettings:
 
 def _listen(sec: Section, text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
-    if not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) < 65536:
+    if not host or not is_number(port) or not 0 <= int(port) < 65536:
         raise sec.error("listen", f"ra.listen {text!r} must be HOST:PORT")
     return host.strip("[]"), int(port)
 
@@ -234,7 +235,7 @@ def _notifications(ra: Section) -> NotificationSettings:
         return NotificationSettings()
     days = []
     for text, line in sec.text_list("expiry_warning_days"):
-        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 365:
+        if not is_number(text) or not 1 <= int(text) <= 365:
             raise SettingsError(sec.path, line, f"expiry warning day {text!r}: a number 1..365")
         days.append(int(text))
     return NotificationSettings(tuple(sorted(set(days), reverse=True)))

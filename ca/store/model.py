@@ -17,6 +17,7 @@ from cryptography import x509
 
 from ca.profiles.subject import SubjectChange
 from config.errors import CmcgateError
+from config.values import is_number
 
 
 class StoreError(CmcgateError):
@@ -239,7 +240,7 @@ class RevocationReason(enum.IntEnum):
                 pass
         elif isinstance(value, str):
             norm = value.strip().replace("_", "").replace("-", "").lower()
-            if norm.isascii() and norm.isdigit():  # isdigit() alone takes "¹", int() does not
+            if is_number(norm):
                 return cls.parse(int(norm))
             for member in cls:
                 if norm in (member.rfc_name.lower(), member.name.replace("_", "").lower()):

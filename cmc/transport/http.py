@@ -59,6 +59,7 @@ from cmc.transport.pkcs12 import load_pkcs12
 from cmc.transport.tls import PinnedContextAdapter, client_context, exception_chain, tls_refusal
 from config.closing import Closing
 from config.redact import redact_url, scrub
+from config.values import is_number
 
 __all__ = [
     "ClientCertificateRefused",
@@ -298,7 +299,7 @@ def _retry_after(value: str | None) -> float | None:
     if value is None or not value.strip():
         return None
     text = value.strip()
-    if text.isascii() and text.isdigit():
+    if is_number(text):
         return float(text)
     try:
         when = email.utils.parsedate_to_datetime(text)

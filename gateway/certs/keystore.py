@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from ca.keys import KeyBackend, KeyExists, KeyNotFound, KeyType, PrivateKeyHandle
 from config.closing import Closing
 from config.errors import CmcgateError
+from config.values import is_number
 from gateway.certs.models import CertificateRecord, certificate_emails, normalise_email
 
 LABEL_PREFIX = "user:"
@@ -51,7 +52,7 @@ def parse_user_label(label: str) -> tuple[str, int] | None:
     if not label.startswith(LABEL_PREFIX):
         return None
     email, sep, n = label[len(LABEL_PREFIX) :].rpartition(":")
-    if not sep or not email or not (n.isascii() and n.isdigit()):
+    if not sep or not email or not is_number(n):
         return None
     return email, int(n)
 
